@@ -1,0 +1,16 @@
+//! CP Piano: compound-word transformer pop-piano generation.
+//!
+//! Data flows one way, one module per step:
+//! MIDI file (`midi_import`, `pop909`) -> `Song` (`song`, `chord`) -> quantised `Grid` (`grid`)
+//! -> tokens (`cp`, `remi`) -> data sets (`dataset`).
+
+pub mod chord;
+pub mod cp;
+pub mod grid;
+pub mod midi_export;
+pub mod midi_import;
+pub mod remi;
+pub mod song;
+pub mod dataset;
+pub mod pop909;
+pub mod round_trip;

@@ -1,0 +1,140 @@
+//! Helpers the tests share: MIDI fixtures written in code, seeded random songs, the POP909 path.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use cp_piano::chord::Chord;
+use cp_piano::grid::{PITCH_MAX, PITCH_MIN, TEMPO_VALUES};
+use cp_piano::song::{ChordChange, Note, Song, TempoChange};
+use midly::num::{u15, u24, u28, u4, u7};
+use midly::{Format, Header, MetaMessage, MidiMessage, Smf, Timing, TrackEvent, TrackEventKind};
+
+/// A tiny deterministic random generator (xorshift), so fixtures need no extra crate.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A random song that is already on the grid: onsets on 16ths, durations multiples of 120 up to
+/// 1920, even velocities in 40..=86, pitches in 22..=107, vocabulary tempos and chords; no key
+/// is struck again while it sounds.
+pub fn quantised_song(seed: u64, bars: u32) -> Song {
+    let mut rng = Rng(seed.wrapping_mul(0x9E3779B97F4A7C15) | 1);
+    let mut song = Song::default();
+    song.tempos.push(TempoChange { tick: 0, bpm: TEMPO_VALUES[rng.below(54) as usize] as f32 });
+    for bar in 0..bars {
+        for position in 0..16 {
+            if rng.below(3) != 0 {
+                continue;
+            }
+            let onset = (bar * 16 + position) * 120;
+            for _ in 0..1 + rng.below(4) {
+                let pitch = PITCH_MIN + rng.below((PITCH_MAX - PITCH_MIN + 1) as u64) as u8;
+                let duration = rng.below(17) as u32 * 120;
+                let velocity = 40 + 2 * rng.below(24) as u8;
+                let clashes = song.notes.iter().any(|n: &Note| {
+                    n.pitch == pitch && (n.onset == onset || n.onset + n.duration.max(30) > onset)
+                });
+                if !clashes {
+                    song.notes.push(Note { onset, duration, pitch, velocity });
+                }
+            }
+            if rng.below(8) == 0 && onset > 0 {
+                let bpm = TEMPO_VALUES[rng.below(54) as usize] as f32;
+                song.tempos.push(TempoChange { tick: onset, bpm });
+            }
+            if rng.below(4) == 0 {
+                let chord = Chord::from_index(rng.below(133) as usize).unwrap();
+                song.chords.push(ChordChange { tick: onset, chord });
+            }
+        }
+    }
+    // The first bar must hold a note for the song to start at bar 0.
+    song.notes.push(Note { onset: 0, duration: 480, pitch: 60, velocity: 64 });
+    song.notes.dedup_by_key(|n| (n.onset, n.pitch));
+    song.sort();
+    song
+}
+
+/// A MIDI event at an absolute tick.
+pub enum Ev {
+    On(u32, u8, u8, u8),
+    Off(u32, u8, u8),
+    Pedal(u32, u8, bool),
+    Tempo(u32, u32),
+    TimeSig(u32, u8, u8),
+}
+
+/// Writes a MIDI file (format 1 when there are several tracks) from absolute-time events.
+pub fn midi(ticks_per_beat: u16, tracks: Vec<Vec<Ev>>) -> Vec<u8> {
+    let tracks: Vec<Vec<TrackEvent<'static>>> = tracks
+        .into_iter()
+        .map(|events| {
+            let mut timed: Vec<(u32, TrackEventKind<'static>)> = events
+                .into_iter()
+                .map(|e| match e {
+                    Ev::On(t, ch, key, vel) => (
+                        t,
+                        TrackEventKind::Midi {
+                            channel: u4::new(ch),
+                            message: MidiMessage::NoteOn { key: u7::new(key), vel: u7::new(vel) },
+                        },
+                    ),
+                    Ev::Off(t, ch, key) => (
+                        t,
+                        TrackEventKind::Midi {
+                            channel: u4::new(ch),
+                            message: MidiMessage::NoteOff { key: u7::new(key), vel: u7::new(0) },
+                        },
+                    ),
+                    Ev::Pedal(t, ch, down) => (
+                        t,
+                        TrackEventKind::Midi {
+                            channel: u4::new(ch),
+                            message: MidiMessage::Controller { controller: u7::new(64), value: u7::new(if down { 127 } else { 0 }) },
+                        },
+                    ),
+                    Ev::Tempo(t, us) => (t, TrackEventKind::Meta(MetaMessage::Tempo(u24::new(us)))),
+                    Ev::TimeSig(t, n, d) => (t, TrackEventKind::Meta(MetaMessage::TimeSignature(n, d, 24, 8))),
+                })
+                .collect();
+            timed.sort_by_key(|e| e.0);
+            let mut last = 0;
+            let mut track: Vec<TrackEvent<'static>> = timed
+                .into_iter()
+                .map(|(t, kind)| {
+                    let delta = t - last;
+                    last = t;
+                    TrackEvent { delta: u28::new(delta), kind }
+                })
+                .collect();
+            track.push(TrackEvent { delta: u28::new(0), kind: TrackEventKind::Meta(MetaMessage::EndOfTrack) });
+            track
+        })
+        .collect();
+    let format = if tracks.len() == 1 { Format::SingleTrack } else { Format::Parallel };
+    let smf = Smf { header: Header::new(format, Timing::Metrical(u15::new(ticks_per_beat))), tracks };
+    let mut bytes = Vec::new();
+    smf.write_std(&mut bytes).unwrap();
+    bytes
+}
+
+/// The POP909 root, or `None` (with a message) where ../shared is absent.
+pub fn pop909_root() -> Option<PathBuf> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/pop909");
+    if root.join("index.csv").exists() {
+        Some(root)
+    } else {
+        eprintln!("skipped: POP909 not found at {} (../shared is absent)", root.display());
+        None
+    }
+}
