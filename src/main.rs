@@ -2,6 +2,8 @@
 //! naming the file and the reason, and exits non-zero.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -13,6 +15,11 @@ use cp_piano::grid::Grid;
 use cp_piano::midi_import::import_file;
 use cp_piano::round_trip::RoundTrip;
 use cp_piano::{cp, remi};
+
+// mimalloc reuses freed pages: candle allocates large temporaries every step, and the system
+// allocator's fresh pages (page faults) cost a quarter of a training step.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(name = "cp-piano", version, about = "Compound Word Transformer pop-piano generator")]
@@ -49,6 +56,47 @@ enum Command {
         #[arg(short, long)]
         out: PathBuf,
     },
+    /// Train a model (or resume a run).
+    Train {
+        /// A data-set file, the POP909 root, or a folder of MIDI files (built on the fly).
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value = "small")]
+        preset: String,
+        /// Run folder (checkpoint, exported weights, log, loss curve).
+        #[arg(long)]
+        out: PathBuf,
+        /// Continue from the run folder's checkpoint.
+        #[arg(long)]
+        resume: bool,
+        /// Total optimizer steps (the learning-rate schedule ends here).
+        #[arg(long, default_value_t = 20_000)]
+        steps: u64,
+        #[arg(long, default_value_t = 2)]
+        batch_size: usize,
+        /// Words per training window.
+        #[arg(long, default_value_t = 2048)]
+        window: usize,
+        /// Peak learning rate.
+        #[arg(long, default_value_t = 3e-4)]
+        lr: f64,
+        #[arg(long, default_value_t = 500)]
+        warmup: u64,
+        #[arg(long, default_value_t = 250)]
+        eval_every: u64,
+        #[arg(long, default_value_t = 10.0)]
+        save_minutes: f64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, value_enum, default_value = "cpu")]
+        device: DeviceKind,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DeviceKind {
+    Cpu,
+    Cuda,
 }
 
 fn tokens(file: &PathBuf, repr: Representation, quiet: bool, pop909: bool) -> Result<()> {
@@ -112,6 +160,55 @@ fn build_dataset(midi: PathBuf, pop909: bool, repr: Representation, out: PathBuf
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Train {
+            data,
+            preset,
+            out,
+            resume,
+            steps,
+            batch_size,
+            window,
+            lr,
+            warmup,
+            eval_every,
+            save_minutes,
+            seed,
+            device,
+        } => {
+            let stop = Arc::new(AtomicBool::new(false));
+            let flag = stop.clone();
+            ctrlc::set_handler(move || {
+                eprintln!("\nCtrl-C: saving a checkpoint after this step (press again to abort)");
+                if flag.swap(true, Ordering::SeqCst) {
+                    std::process::exit(130);
+                }
+            })?;
+            let options = cp_piano::train::TrainOptions {
+                data,
+                preset,
+                out,
+                steps,
+                batch_size,
+                window,
+                lr,
+                warmup,
+                eval_every: eval_every.max(1),
+                save_minutes,
+                seed,
+                cuda: device == DeviceKind::Cuda,
+                progress: true,
+            };
+            let state = cp_piano::train::train(options, resume, stop)?;
+            println!(
+                "step {}: best validation loss {}, {:.0} s, {} words ({:.0} words/s)",
+                state.step,
+                state.best_valid.map_or("-".into(), |v| format!("{v:.4}")),
+                state.seconds,
+                state.words,
+                state.words as f64 / state.seconds.max(1e-9)
+            );
+            Ok(())
+        }
         Command::Tokens { file, repr, quiet, pop909 } => tokens(&file, repr, quiet, pop909),
         Command::Dataset { midi, pop909, repr, out } => build_dataset(midi, pop909, repr, out),
     }

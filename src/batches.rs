@@ -1,0 +1,80 @@
+//! Training batches: songs cut into windows (songs longer than the window are split, each window
+//! keeping its true positions in the song), a reproducible order per epoch, and padding to a
+//! multiple of the attention chunk with a mask.
+
+use candle_core::{DType, Device, Result, Tensor};
+
+use crate::dataset::{Dataset, Split};
+use crate::model::cp_transformer::{positional_encoding, Batch, CHUNK};
+use crate::model::init::Rng;
+
+/// A training example: `len` input words from `start` of one song, and the `len` next words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub song: usize,
+    pub start: usize,
+    pub len: usize,
+}
+
+/// All windows of a split, in song order.
+pub fn windows(data: &Dataset, split: Split, window: usize) -> Vec<Window> {
+    let mut out = Vec::new();
+    for (i, song) in data.songs.iter().enumerate().filter(|(_, s)| s.split == split) {
+        let steps = song.len.saturating_sub(1);
+        let mut start = 0;
+        while start < steps {
+            let len = window.min(steps - start);
+            out.push(Window { song: i, start, len });
+            start += len;
+        }
+    }
+    out
+}
+
+/// The batches of one epoch: windows shuffled from (seed, epoch); within groups of 16 batches,
+/// windows of similar length go together (less padding); then the batch order is shuffled.
+pub fn epoch_batches(windows: &[Window], batch_size: usize, seed: u64, epoch: u64) -> Vec<Vec<Window>> {
+    let mut rng = Rng::new(seed ^ epoch.wrapping_mul(0xA24BAED4963EE407));
+    let order = rng.permutation(windows.len());
+    let mut batches = Vec::new();
+    for group in order.chunks(batch_size * 16) {
+        let mut group: Vec<Window> = group.iter().map(|&i| windows[i]).collect();
+        group.sort_by_key(|w| std::cmp::Reverse(w.len));
+        batches.extend(group.chunks(batch_size).map(|c| c.to_vec()));
+    }
+    let shuffle = rng.permutation(batches.len());
+    shuffle.into_iter().map(|i| batches[i].clone()).collect()
+}
+
+/// Builds the tensors of a batch; time is padded up to a multiple of `CHUNK`.
+pub fn make_batch(data: &Dataset, windows: &[Window], d_model: usize, device: &Device) -> Result<Batch> {
+    let width = data.width();
+    let longest = windows.iter().map(|w| w.len).max().unwrap_or(1);
+    let t = longest.div_ceil(CHUNK) * CHUNK;
+    let b = windows.len();
+    let mut inputs = vec![0u32; b * t * width];
+    let mut targets = vec![0u32; b * t * width];
+    let mut mask = vec![0f32; b * t];
+    let mut positions = vec![0u32; b * t];
+    for (row, w) in windows.iter().enumerate() {
+        let song = data.song_tokens(&data.songs[w.song]);
+        for i in 0..t {
+            positions[row * t + i] = (w.start + i) as u32;
+        }
+        for i in 0..w.len {
+            let at = (row * t + i) * width;
+            let src = (w.start + i) * width;
+            for f in 0..width {
+                inputs[at + f] = song[src + f] as u32;
+                targets[at + f] = song[src + width + f] as u32;
+            }
+            mask[row * t + i] = 1.0;
+        }
+    }
+    Ok(Batch {
+        inputs: Tensor::from_vec(inputs, (b, t, width), device)?,
+        targets: Tensor::from_vec(targets, (b, t, width), device)?,
+        mask: Tensor::from_vec(mask, (b, t), device)?.to_dtype(DType::F32)?,
+        positions: Tensor::from_vec(positional_encoding(&positions, d_model), (b, t, d_model), device)?,
+    })
+}

@@ -1,0 +1,454 @@
+//! The CP linear transformer in recurrent form, in plain Rust: O(1) work per word, no
+//! allocation per step, one thread. This is what generation (CLI and plugin worker) runs.
+//!
+//! Per layer and head the state is S = sum phi(k) v^T and z = sum phi(k) over the words so far;
+//! the attention output for a query is phi(q)^T S / (phi(q)^T z + eps). This equals the chunked
+//! training form of `cp_transformer` (a test checks 300 steps against it).
+//!
+//! Weights are f32 or, in the fast path, int8 with one scale per output row (quantised at
+//! load). Nothing here knows candle beyond reading tensors at load time.
+
+use std::collections::HashMap;
+
+use anyhow::{bail, Context, Result};
+use candle_core::Tensor;
+
+use crate::cp::{Family, Word, FAMILIES};
+use crate::model::config::Config;
+use crate::model::cp_transformer::{ATTENTION_EPS, AFTER_TYPE, LN_EPS};
+
+/// How weights are stored for inference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+pub enum Precision {
+    /// f32 weights, exact.
+    F32,
+    /// int8 weights with a per-row scale (about 4x less memory traffic per word).
+    Int8,
+}
+
+/// A weight matrix (rows = outputs).
+#[derive(Debug, Clone)]
+enum Matrix {
+    F32(Vec<f32>),
+    Int8 { q: Vec<i8>, scales: Vec<f32> },
+}
+
+/// A linear layer: y = W x + b.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    w: Matrix,
+    b: Vec<f32>,
+    rows: usize,
+    cols: usize,
+}
+
+fn tensor_f32(tensors: &HashMap<String, Tensor>, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
+    let t = tensors.get(name).with_context(|| format!("weights lack {name}"))?;
+    let dims = t.dims().to_vec();
+    let v = t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    Ok((v, dims))
+}
+
+impl Linear {
+    fn load(tensors: &HashMap<String, Tensor>, prefix: &str, rows: usize, cols: usize, precision: Precision) -> Result<Linear> {
+        let (w, dims) = tensor_f32(tensors, &format!("{prefix}.weight"))?;
+        let (b, bdims) = tensor_f32(tensors, &format!("{prefix}.bias"))?;
+        if dims != [rows, cols] || bdims != [rows] {
+            bail!("{prefix}: weight {dims:?} / bias {bdims:?}, expected [{rows}, {cols}] / [{rows}]");
+        }
+        let w = match precision {
+            Precision::F32 => Matrix::F32(w),
+            Precision::Int8 => {
+                let mut q = Vec::with_capacity(w.len());
+                let mut scales = Vec::with_capacity(rows);
+                for row in w.chunks(cols) {
+                    let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+                    let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+                    scales.push(scale);
+                    q.extend(row.iter().map(|v| (v / scale).round().clamp(-127.0, 127.0) as i8));
+                }
+                Matrix::Int8 { q, scales }
+            }
+        };
+        Ok(Linear { w, b, rows, cols })
+    }
+
+    /// out = W x + b.
+    pub fn forward(&self, x: &[f32], out: &mut [f32]) {
+        debug_assert_eq!(x.len(), self.cols);
+        debug_assert_eq!(out.len(), self.rows);
+        match &self.w {
+            Matrix::F32(w) => kernels::matvec_f32(w, x, &self.b, out),
+            Matrix::Int8 { q, scales } => kernels::matvec_i8(q, scales, x, &self.b, out),
+        }
+    }
+
+    /// Bytes of weight storage.
+    pub fn bytes(&self) -> usize {
+        let weights = match &self.w {
+            Matrix::F32(w) => w.len() * 4,
+            Matrix::Int8 { q, scales } => q.len() + scales.len() * 4,
+        };
+        weights + self.b.len() * 4
+    }
+}
+
+/// Matrix-vector kernels, compiled twice: for AVX2+FMA (picked at run time where the CPU has
+/// them) and for the baseline target.
+mod kernels {
+    #[inline(always)]
+    fn dot_f32(a: &[f32], x: &[f32]) -> f32 {
+        // Eight partial sums so the compiler can vectorise without reassociation.
+        let mut acc = [0f32; 8];
+        let chunks = a.len() / 8;
+        for c in 0..chunks {
+            for l in 0..8 {
+                acc[l] += a[c * 8 + l] * x[c * 8 + l];
+            }
+        }
+        let mut sum: f32 = acc.iter().sum();
+        for i in chunks * 8..a.len() {
+            sum += a[i] * x[i];
+        }
+        sum
+    }
+
+    #[inline(always)]
+    fn dot_i8(a: &[i8], x: &[f32]) -> f32 {
+        let mut acc = [0f32; 8];
+        let chunks = a.len() / 8;
+        for c in 0..chunks {
+            for l in 0..8 {
+                acc[l] += a[c * 8 + l] as f32 * x[c * 8 + l];
+            }
+        }
+        let mut sum: f32 = acc.iter().sum();
+        for i in chunks * 8..a.len() {
+            sum += a[i] as f32 * x[i];
+        }
+        sum
+    }
+
+    #[inline(always)]
+    fn f32_generic(w: &[f32], x: &[f32], b: &[f32], out: &mut [f32]) {
+        for (r, o) in out.iter_mut().enumerate() {
+            *o = dot_f32(&w[r * x.len()..(r + 1) * x.len()], x) + b[r];
+        }
+    }
+
+    #[inline(always)]
+    fn i8_generic(q: &[i8], scales: &[f32], x: &[f32], b: &[f32], out: &mut [f32]) {
+        for (r, o) in out.iter_mut().enumerate() {
+            *o = dot_i8(&q[r * x.len()..(r + 1) * x.len()], x) * scales[r] + b[r];
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn f32_avx2(w: &[f32], x: &[f32], b: &[f32], out: &mut [f32]) {
+        f32_generic(w, x, b, out)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn i8_avx2(q: &[i8], scales: &[f32], x: &[f32], b: &[f32], out: &mut [f32]) {
+        i8_generic(q, scales, x, b, out)
+    }
+
+    pub fn matvec_f32(w: &[f32], x: &[f32], b: &[f32], out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports the features the function was compiled for.
+            return unsafe { f32_avx2(w, x, b, out) };
+        }
+        f32_generic(w, x, b, out)
+    }
+
+    pub fn matvec_i8(q: &[i8], scales: &[f32], x: &[f32], b: &[f32], out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports the features the function was compiled for.
+            return unsafe { i8_avx2(q, scales, x, b, out) };
+        }
+        i8_generic(q, scales, x, b, out)
+    }
+}
+
+/// LayerNorm in place.
+fn layer_norm(x: &mut [f32], weight: &[f32], bias: &[f32]) {
+    let n = x.len() as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let inv = 1.0 / (var + LN_EPS).sqrt();
+    for ((v, w), b) in x.iter_mut().zip(weight).zip(bias) {
+        *v = (*v - mean) * inv * w + b;
+    }
+}
+
+/// erf, Abramowitz & Stegun 7.1.26 refined (|error| < 1.2e-7).
+fn erf(x: f32) -> f32 {
+    let x = x as f64;
+    let t = 1.0 / (1.0 + 0.5 * x.abs());
+    let y = 1.0
+        - t * (-x * x - 1.26551223
+            + t * (1.00002368
+                + t * (0.37409196
+                    + t * (0.09678418
+                        + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))))
+            .exp();
+    (if x >= 0.0 { y } else { -y }) as f32
+}
+
+fn gelu(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+fn phi(x: f32) -> f32 {
+    if x > 0.0 {
+        x + 1.0
+    } else {
+        x.exp()
+    }
+}
+
+struct Norm {
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+impl Norm {
+    fn load(tensors: &HashMap<String, Tensor>, prefix: &str, d: usize) -> Result<Norm> {
+        let (weight, wd) = tensor_f32(tensors, &format!("{prefix}.weight"))?;
+        let (bias, bd) = tensor_f32(tensors, &format!("{prefix}.bias"))?;
+        if wd != [d] || bd != [d] {
+            bail!("{prefix}: expected [{d}]");
+        }
+        Ok(Norm { weight, bias })
+    }
+}
+
+struct Layer {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    out: Linear,
+    norm1: Norm,
+    ffn_in: Linear,
+    ffn_out: Linear,
+    norm2: Norm,
+}
+
+/// The recurrent model (weights only; the state lives in `RnnState`).
+pub struct CpRnn {
+    pub config: Config,
+    pub precision: Precision,
+    embeddings: Vec<Vec<f32>>,
+    in_linear: Linear,
+    layers: Vec<Layer>,
+    final_norm: Norm,
+    type_head: Linear,
+    type_concat: Linear,
+    heads: Vec<Linear>,
+    /// Inverse frequencies of the positional encoding.
+    pe_rates: Vec<f64>,
+}
+
+/// Per-song state: attention sums per layer and scratch buffers (allocated once).
+#[derive(Clone)]
+pub struct RnnState {
+    /// Per layer: heads x head_dim x head_dim.
+    s: Vec<Vec<f32>>,
+    /// Per layer: heads x head_dim.
+    z: Vec<Vec<f32>>,
+    /// Words fed so far (the position of the next word).
+    pub position: usize,
+    x: Vec<f32>,
+    emb: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    att: Vec<f32>,
+    tmp: Vec<f32>,
+    ffn: Vec<f32>,
+    concat: Vec<f32>,
+    /// The final hidden state after the last word.
+    pub hidden: Vec<f32>,
+    conditioned: Vec<f32>,
+}
+
+/// Logits of every family after one word: type from the hidden state, the others after
+/// conditioning on a type (see `CpRnn::family_logits`).
+pub struct Logits {
+    pub per_family: [Vec<f32>; FAMILIES],
+}
+
+impl CpRnn {
+    /// Builds the recurrent model from named tensors (the names `cp_transformer` uses).
+    pub fn from_tensors(config: &Config, tensors: &HashMap<String, Tensor>, precision: Precision) -> Result<CpRnn> {
+        config.validate().map_err(anyhow::Error::msg)?;
+        let c = config;
+        let d = c.d_model;
+        let mut embeddings = Vec::new();
+        for f in Family::ALL {
+            let (e, dims) = tensor_f32(tensors, &format!("embed.{}.weight", f.name()))?;
+            if dims != [c.vocab_sizes[f.index()], c.emb_sizes[f.index()]] {
+                bail!("embed.{}: shape {dims:?} does not fit the config", f.name());
+            }
+            let scale = (c.emb_sizes[f.index()] as f32).sqrt();
+            embeddings.push(e.into_iter().map(|v| v * scale).collect());
+        }
+        let lin = |name: &str, rows, cols| Linear::load(tensors, name, rows, cols, precision);
+        let mut layers = Vec::new();
+        for i in 0..c.n_layers {
+            let p = format!("layers.{i}");
+            layers.push(Layer {
+                query: lin(&format!("{p}.query"), d, d)?,
+                key: lin(&format!("{p}.key"), d, d)?,
+                value: lin(&format!("{p}.value"), d, d)?,
+                out: lin(&format!("{p}.out"), d, d)?,
+                norm1: Norm::load(tensors, &format!("{p}.norm1"), d)?,
+                ffn_in: lin(&format!("{p}.ffn_in"), c.d_ff, d)?,
+                ffn_out: lin(&format!("{p}.ffn_out"), d, c.d_ff)?,
+                norm2: Norm::load(tensors, &format!("{p}.norm2"), d)?,
+            });
+        }
+        let heads = AFTER_TYPE
+            .iter()
+            .map(|f| lin(&format!("head.{}", f.name()), c.vocab_sizes[f.index()], d))
+            .collect::<Result<Vec<_>>>()?;
+        let pe_rates = (0..d).map(|i| (-(((i / 2) * 2) as f64) * (10000f64).ln() / d as f64).exp()).collect();
+        Ok(CpRnn {
+            config: c.clone(),
+            precision,
+            embeddings,
+            in_linear: lin("in_linear", d, c.emb_total())?,
+            layers,
+            final_norm: Norm::load(tensors, "final_norm", d)?,
+            type_head: lin("head.type", c.vocab_sizes[Family::Type.index()], d)?,
+            type_concat: lin("type_concat", d, d + c.emb_sizes[Family::Type.index()])?,
+            heads,
+            pe_rates,
+        })
+    }
+
+    /// Bytes of weights read per word.
+    pub fn weight_bytes(&self) -> usize {
+        let layer = |l: &Layer| l.query.bytes() + l.key.bytes() + l.value.bytes() + l.out.bytes() + l.ffn_in.bytes() + l.ffn_out.bytes();
+        self.in_linear.bytes()
+            + self.layers.iter().map(layer).sum::<usize>()
+            + self.type_head.bytes()
+            + self.type_concat.bytes()
+            + self.heads.iter().map(Linear::bytes).sum::<usize>()
+    }
+
+    /// A fresh state (no words yet).
+    pub fn new_state(&self) -> RnnState {
+        let c = &self.config;
+        let (d, h, dh) = (c.d_model, c.n_heads, c.head_dim());
+        RnnState {
+            s: vec![vec![0.0; h * dh * dh]; c.n_layers],
+            z: vec![vec![0.0; h * dh]; c.n_layers],
+            position: 0,
+            x: vec![0.0; d],
+            emb: vec![0.0; c.emb_total()],
+            q: vec![0.0; d],
+            k: vec![0.0; d],
+            v: vec![0.0; d],
+            att: vec![0.0; d],
+            tmp: vec![0.0; d],
+            ffn: vec![0.0; c.d_ff],
+            concat: vec![0.0; d + c.emb_sizes[Family::Type.index()]],
+            hidden: vec![0.0; d],
+            conditioned: vec![0.0; d],
+        }
+    }
+
+    /// Feeds one word at the state's position; afterwards `state.hidden` predicts the next word.
+    /// Ids outside their family are clamped to ignore (0).
+    pub fn step(&self, state: &mut RnnState, word: Word) {
+        let c = &self.config;
+        let (h, dh) = (c.n_heads, c.head_dim());
+        let mut at = 0;
+        for f in Family::ALL {
+            let e = c.emb_sizes[f.index()];
+            let id = word.0[f.index()] as usize;
+            let id = if id < c.vocab_sizes[f.index()] { id } else { 0 };
+            state.emb[at..at + e].copy_from_slice(&self.embeddings[f.index()][id * e..(id + 1) * e]);
+            at += e;
+        }
+        self.in_linear.forward(&state.emb, &mut state.x);
+        let p = state.position as f64;
+        for (i, (x, rate)) in state.x.iter_mut().zip(&self.pe_rates).enumerate() {
+            let angle = p * rate;
+            *x += if i % 2 == 0 { angle.sin() } else { angle.cos() } as f32;
+        }
+        for (l, layer) in self.layers.iter().enumerate() {
+            layer.query.forward(&state.x, &mut state.q);
+            layer.key.forward(&state.x, &mut state.k);
+            layer.value.forward(&state.x, &mut state.v);
+            let (s, z) = (&mut state.s[l], &mut state.z[l]);
+            for head in 0..h {
+                let q = &mut state.q[head * dh..(head + 1) * dh];
+                let k = &mut state.k[head * dh..(head + 1) * dh];
+                let v = &state.v[head * dh..(head + 1) * dh];
+                q.iter_mut().for_each(|x| *x = phi(*x));
+                k.iter_mut().for_each(|x| *x = phi(*x));
+                let sh = &mut s[head * dh * dh..(head + 1) * dh * dh];
+                let zh = &mut z[head * dh..(head + 1) * dh];
+                for i in 0..dh {
+                    zh[i] += k[i];
+                    let row = &mut sh[i * dh..(i + 1) * dh];
+                    for (r, vj) in row.iter_mut().zip(v) {
+                        *r += k[i] * vj;
+                    }
+                }
+                let den = q.iter().zip(zh.iter()).map(|(a, b)| a * b).sum::<f32>() + ATTENTION_EPS as f32;
+                let out = &mut state.att[head * dh..(head + 1) * dh];
+                out.iter_mut().for_each(|o| *o = 0.0);
+                for i in 0..dh {
+                    let row = &sh[i * dh..(i + 1) * dh];
+                    for (o, r) in out.iter_mut().zip(row) {
+                        *o += q[i] * r;
+                    }
+                }
+                out.iter_mut().for_each(|o| *o /= den);
+            }
+            layer.out.forward(&state.att, &mut state.tmp);
+            state.x.iter_mut().zip(&state.tmp).for_each(|(x, t)| *x += t);
+            layer_norm(&mut state.x, &layer.norm1.weight, &layer.norm1.bias);
+            layer.ffn_in.forward(&state.x, &mut state.ffn);
+            state.ffn.iter_mut().for_each(|v| *v = gelu(*v));
+            layer.ffn_out.forward(&state.ffn, &mut state.tmp);
+            state.x.iter_mut().zip(&state.tmp).for_each(|(x, t)| *x += t);
+            layer_norm(&mut state.x, &layer.norm2.weight, &layer.norm2.bias);
+        }
+        state.hidden.copy_from_slice(&state.x);
+        layer_norm(&mut state.hidden, &self.final_norm.weight, &self.final_norm.bias);
+        state.position += 1;
+    }
+
+    /// Type logits for the next word, into `out` (3 values).
+    pub fn type_logits(&self, state: &RnnState, out: &mut [f32]) {
+        self.type_head.forward(&state.hidden, out);
+    }
+
+    /// Logits of the six other families for the next word given its type, into `out` (family
+    /// order; the type entry is left as it is).
+    pub fn family_logits(&self, state: &mut RnnState, word_type: u16, out: &mut [Vec<f32>; FAMILIES]) {
+        let c = &self.config;
+        let d = c.d_model;
+        let e = c.emb_sizes[Family::Type.index()];
+        let t = (word_type as usize).min(c.vocab_sizes[Family::Type.index()] - 1);
+        state.concat[..d].copy_from_slice(&state.hidden);
+        state.concat[d..].copy_from_slice(&self.embeddings[Family::Type.index()][t * e..(t + 1) * e]);
+        self.type_concat.forward(&state.concat, &mut state.conditioned);
+        for (head, f) in self.heads.iter().zip(AFTER_TYPE) {
+            head.forward(&state.conditioned, &mut out[f.index()]);
+        }
+    }
+
+    /// Buffers for `family_logits` (one per family, sized to its vocabulary).
+    pub fn logit_buffers(&self) -> [Vec<f32>; FAMILIES] {
+        std::array::from_fn(|f| vec![0.0; self.config.vocab_sizes[f]])
+    }
+}

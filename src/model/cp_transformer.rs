@@ -1,0 +1,321 @@
+//! The CP linear transformer in candle (training form), after Hsiao et al. (AAAI 2021).
+//!
+//! Read top to bottom: per-family embeddings scaled by sqrt(size) -> concatenation -> Linear to
+//! d_model -> sinusoidal positional encoding of the word's true position in its song -> dropout
+//! -> post-LN layers of causal linear attention (feature map elu(x)+1, eps 1e-6) and a GELU FFN
+//! -> final LayerNorm -> the type head; then Linear(d + type embedding -> d) feeds the six other
+//! family heads. Teacher forcing feeds the target type to that second stage.
+//!
+//! Attention is computed in chunks of `CHUNK` words: quadratic inside a chunk, prefix states
+//! across chunks; this is exactly the recurrence of `cp_rnn` (a test checks it). This module
+//! knows tensors and the CP vocabulary only: no plugin, no files besides safetensors.
+
+use candle_core::{DType, Device, Module, Result, Tensor, D};
+use candle_nn::{Embedding, VarBuilder};
+
+use crate::cp::{Family, FAMILIES};
+use crate::model::config::Config;
+use crate::model::fused;
+
+/// Words per attention chunk in the training form.
+pub const CHUNK: usize = 64;
+/// Added to the attention normaliser (as in fast-transformers).
+pub const ATTENTION_EPS: f64 = 1e-6;
+/// LayerNorm epsilon.
+pub const LN_EPS: f32 = 1e-5;
+
+/// The families predicted after the type, in head order.
+pub const AFTER_TYPE: [Family; 6] =
+    [Family::Tempo, Family::Chord, Family::BarBeat, Family::Pitch, Family::Duration, Family::Velocity];
+
+/// A linear layer that flattens leading dimensions into one matmul.
+#[derive(Debug, Clone)]
+pub struct Dense {
+    pub weight: Tensor,
+    pub bias: Tensor,
+}
+
+impl Dense {
+    pub fn new(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Dense> {
+        let l = candle_nn::linear(in_dim, out_dim, vb)?;
+        Ok(Dense { weight: l.weight().clone(), bias: l.bias().expect("linear has a bias").clone() })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let in_dim = *dims.last().expect("rank >= 1");
+        let rows = x.elem_count() / in_dim;
+        let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?;
+        let mut out = dims;
+        *out.last_mut().expect("rank >= 1") = self.weight.dim(0)?;
+        y.reshape(out)
+    }
+}
+
+/// LayerNorm through `fused::layer_norm`, whose gradient reaches its input and parameters
+/// (candle's own fused LayerNorm drops it).
+#[derive(Debug, Clone)]
+pub struct Norm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+}
+
+impl Norm {
+    pub fn new(vb: VarBuilder, dim: usize) -> Result<Norm> {
+        Ok(Norm {
+            weight: vb.get_with_hints(dim, "weight", candle_nn::Init::Const(1.0))?,
+            bias: vb.get_with_hints(dim, "bias", candle_nn::Init::Const(0.0))?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        fused::layer_norm(x, &self.weight, &self.bias, LN_EPS)
+    }
+}
+
+/// One post-LN layer: x = LN(x + Drop(Attn(x))); x = LN(x + Drop(FFN(x))).
+#[derive(Debug, Clone)]
+pub struct Layer {
+    pub query: Dense,
+    pub key: Dense,
+    pub value: Dense,
+    pub out: Dense,
+    pub norm1: Norm,
+    pub ffn_in: Dense,
+    pub ffn_out: Dense,
+    pub norm2: Norm,
+}
+
+/// Dropout masks from a seeded generator, so training and its resume are reproducible.
+#[derive(Debug, Clone)]
+pub struct Dropout {
+    pub p: f32,
+    state: u64,
+}
+
+impl Dropout {
+    pub fn new(p: f32, seed: u64) -> Dropout {
+        Dropout { p, state: seed.wrapping_mul(0x9E3779B97F4A7C15) | 1 }
+    }
+
+    pub fn apply(&mut self, x: &Tensor) -> Result<Tensor> {
+        if self.p <= 0.0 {
+            return Ok(x.clone());
+        }
+        let keep = 1.0 / (1.0 - self.p);
+        let threshold = (self.p as f64 * u32::MAX as f64) as u32;
+        let mut mask = Vec::with_capacity(x.elem_count());
+        for _ in 0..x.elem_count() {
+            self.state ^= self.state << 13;
+            self.state ^= self.state >> 7;
+            self.state ^= self.state << 17;
+            mask.push(if ((self.state >> 32) as u32) < threshold { 0.0 } else { keep });
+        }
+        x.mul(&Tensor::from_vec(mask, x.shape(), x.device())?)
+    }
+}
+
+/// Exact causal linear attention, chunked. q, k, v: (batch, heads, time, head_dim) with time a
+/// multiple of `CHUNK`. Returns (batch, heads, time, head_dim).
+pub fn causal_linear_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    let (b, h, t, dh) = q.dims4()?;
+    let n = t / CHUNK;
+    let device = q.device();
+    let (q, k) = (fused::feature_map(q)?, fused::feature_map(k)?);
+    let bhn = b * h * n;
+    let qc = q.reshape((bhn, CHUNK, dh))?;
+    let kc = k.reshape((bhn, CHUNK, dh))?;
+    let vc = v.reshape((bhn, CHUNK, dh))?;
+    // Inside a chunk: the masked quadratic form.
+    let causal = Tensor::tril2(CHUNK, DType::F32, device)?;
+    let scores = qc.matmul(&kc.t()?)?.broadcast_mul(&causal)?;
+    let num_intra = scores.matmul(&vc)?;
+    let den_intra = scores.sum(D::Minus1)?;
+    // Across chunks: states of all earlier chunks (strictly lower-triangular prefix sum).
+    let prefix = (Tensor::tril2(n, DType::F32, device)? - Tensor::eye(n, DType::F32, device)?)?;
+    let prefix = prefix.unsqueeze(0)?.broadcast_as((b * h, n, n))?.contiguous()?;
+    let kv = kc.t()?.matmul(&vc)?.reshape((b * h, n, dh * dh))?;
+    let kv_before = prefix.matmul(&kv)?.reshape((bhn, dh, dh))?;
+    let z = kc.sum(1)?.reshape((b * h, n, dh))?;
+    let z_before = prefix.matmul(&z)?.reshape((bhn, 1, dh))?;
+    let num = (num_intra + qc.matmul(&kv_before)?)?;
+    let den = ((den_intra + qc.broadcast_mul(&z_before)?.sum(D::Minus1)?)? + ATTENTION_EPS)?;
+    num.broadcast_div(&den.unsqueeze(D::Minus1)?)?.reshape((b, h, t, dh))
+}
+
+impl Layer {
+    fn new(vb: VarBuilder, c: &Config) -> Result<Layer> {
+        let d = c.d_model;
+        Ok(Layer {
+            query: Dense::new(vb.pp("query"), d, d)?,
+            key: Dense::new(vb.pp("key"), d, d)?,
+            value: Dense::new(vb.pp("value"), d, d)?,
+            out: Dense::new(vb.pp("out"), d, d)?,
+            norm1: Norm::new(vb.pp("norm1"), d)?,
+            ffn_in: Dense::new(vb.pp("ffn_in"), d, c.d_ff)?,
+            ffn_out: Dense::new(vb.pp("ffn_out"), c.d_ff, d)?,
+            norm2: Norm::new(vb.pp("norm2"), d)?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, heads: usize, dropout: &mut Option<&mut Dropout>) -> Result<Tensor> {
+        let (b, t, d) = x.dims3()?;
+        let split = |y: Tensor| y.reshape((b, t, heads, d / heads))?.transpose(1, 2)?.contiguous();
+        let q = split(self.query.forward(x)?)?;
+        let k = split(self.key.forward(x)?)?;
+        let v = split(self.value.forward(x)?)?;
+        let attended = causal_linear_attention(&q, &k, &v)?.transpose(1, 2)?.reshape((b, t, d))?;
+        let mut attended = self.out.forward(&attended)?;
+        if let Some(drop) = dropout.as_deref_mut() {
+            attended = drop.apply(&attended)?;
+        }
+        let x = self.norm1.forward(&(x + attended)?)?;
+        let mut ffn = self.ffn_out.forward(&fused::gelu(&self.ffn_in.forward(&x)?)?)?;
+        if let Some(drop) = dropout.as_deref_mut() {
+            ffn = drop.apply(&ffn)?;
+        }
+        self.norm2.forward(&(x + ffn)?)
+    }
+}
+
+/// Sinusoidal positional encoding rows for the given positions: (len, d).
+pub fn positional_encoding(positions: &[u32], d: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(positions.len() * d);
+    for &p in positions {
+        for i in 0..d {
+            let rate = (-(((i / 2) * 2) as f64) * (10000f64).ln() / d as f64).exp();
+            let angle = p as f64 * rate;
+            out.push(if i % 2 == 0 { angle.sin() } else { angle.cos() } as f32);
+        }
+    }
+    out
+}
+
+/// The CP linear transformer.
+#[derive(Debug, Clone)]
+pub struct CpTransformer {
+    pub config: Config,
+    pub embeddings: Vec<Embedding>,
+    pub in_linear: Dense,
+    pub layers: Vec<Layer>,
+    pub final_norm: Norm,
+    pub type_head: Dense,
+    pub type_concat: Dense,
+    /// Heads for `AFTER_TYPE`, in that order.
+    pub heads: Vec<Dense>,
+}
+
+/// A batch for teacher forcing: words, next words, which steps count, and true positions.
+pub struct Batch {
+    /// (batch, time, 7) u32 input words.
+    pub inputs: Tensor,
+    /// (batch, time, 7) u32 target words (the next word of each input).
+    pub targets: Tensor,
+    /// (batch, time) f32: 1 for real steps, 0 for padding.
+    pub mask: Tensor,
+    /// (batch, time, d_model) positional encodings of the inputs' positions in their songs.
+    pub positions: Tensor,
+}
+
+impl CpTransformer {
+    pub fn new(config: &Config, vb: VarBuilder) -> Result<CpTransformer> {
+        config.validate().map_err(candle_core::Error::msg)?;
+        let c = config;
+        let embeddings = Family::ALL
+            .iter()
+            .map(|f| candle_nn::embedding(c.vocab_sizes[f.index()], c.emb_sizes[f.index()], vb.pp("embed").pp(f.name())))
+            .collect::<Result<Vec<_>>>()?;
+        let layers = (0..c.n_layers).map(|i| Layer::new(vb.pp("layers").pp(i), c)).collect::<Result<Vec<_>>>()?;
+        let heads = AFTER_TYPE
+            .iter()
+            .map(|f| Dense::new(vb.pp("head").pp(f.name()), c.d_model, c.vocab_sizes[f.index()]))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(CpTransformer {
+            config: c.clone(),
+            embeddings,
+            in_linear: Dense::new(vb.pp("in_linear"), c.emb_total(), c.d_model)?,
+            layers,
+            final_norm: Norm::new(vb.pp("final_norm"), c.d_model)?,
+            type_head: Dense::new(vb.pp("head").pp("type"), c.d_model, c.vocab_sizes[Family::Type.index()])?,
+            type_concat: Dense::new(vb.pp("type_concat"), c.d_model + c.emb_sizes[Family::Type.index()], c.d_model)?,
+            heads,
+        })
+    }
+
+    /// Embeds one family's ids scaled by sqrt(embedding size).
+    fn embed(&self, family: Family, ids: &Tensor) -> Result<Tensor> {
+        self.embeddings[family.index()].forward(ids)? * (self.config.emb_sizes[family.index()] as f64).sqrt()
+    }
+
+    /// Hidden states (batch, time, d) for input words (batch, time, 7) at encoded positions.
+    pub fn hidden(&self, inputs: &Tensor, positions: &Tensor, mut dropout: Option<&mut Dropout>) -> Result<Tensor> {
+        let embedded = Family::ALL
+            .iter()
+            .map(|&f| self.embed(f, &inputs.narrow(D::Minus1, f.index(), 1)?.squeeze(D::Minus1)?))
+            .collect::<Result<Vec<_>>>()?;
+        let mut x = (self.in_linear.forward(&Tensor::cat(&embedded, D::Minus1)?)? + positions)?;
+        if let Some(drop) = dropout.as_deref_mut() {
+            x = drop.apply(&x)?;
+        }
+        for layer in &self.layers {
+            x = layer.forward(&x, self.config.n_heads, &mut dropout)?;
+        }
+        self.final_norm.forward(&x)
+    }
+
+    /// Logits of all seven families (family order) given hidden states and the type that
+    /// conditions the other six (the target type in training, the sampled one in generation).
+    pub fn logits(&self, hidden: &Tensor, types: &Tensor) -> Result<Vec<Tensor>> {
+        let type_logits = self.type_head.forward(hidden)?;
+        let type_emb = self.embed(Family::Type, types)?;
+        let conditioned = self.type_concat.forward(&Tensor::cat(&[hidden, &type_emb], D::Minus1)?)?;
+        let mut out: Vec<Option<Tensor>> = vec![None; FAMILIES];
+        out[Family::Type.index()] = Some(type_logits);
+        for (head, family) in self.heads.iter().zip(AFTER_TYPE) {
+            out[family.index()] = Some(head.forward(&conditioned)?);
+        }
+        Ok(out.into_iter().map(|t| t.expect("every family has a head")).collect())
+    }
+
+    /// Teacher-forced loss: the mean over the seven families of each family's masked
+    /// cross-entropy. Returns (loss, per-family losses as a (7,) tensor).
+    pub fn loss(&self, batch: &Batch, dropout: Option<&mut Dropout>) -> Result<(Tensor, Tensor)> {
+        let hidden = self.hidden(&batch.inputs, &batch.positions, dropout)?;
+        let target_types = batch.targets.narrow(D::Minus1, Family::Type.index(), 1)?.squeeze(D::Minus1)?;
+        let logits = self.logits(&hidden, &target_types)?;
+        let count = batch.mask.sum_all()?.maximum(1.0)?;
+        let mut per_family = Vec::with_capacity(FAMILIES);
+        for (f, l) in logits.iter().enumerate() {
+            let target = batch.targets.narrow(D::Minus1, f, 1)?;
+            let log_probs = candle_nn::ops::log_softmax(l, D::Minus1)?;
+            let picked = log_probs.gather(&target.contiguous()?, D::Minus1)?.squeeze(D::Minus1)?;
+            per_family.push((picked.mul(&batch.mask)?.sum_all()?.neg()? / &count)?);
+        }
+        let per_family = Tensor::stack(&per_family, 0)?;
+        Ok((per_family.mean_all()?, per_family))
+    }
+}
+
+/// Counts parameters of a model built from `config` (without building its tensors' values).
+pub fn parameter_count(config: &Config) -> usize {
+    let d = config.d_model;
+    let linear = |i: usize, o: usize| i * o + o;
+    let embeddings: usize = config.vocab_sizes.iter().zip(config.emb_sizes).map(|(v, e)| v * e).sum();
+    let layer = 4 * linear(d, d) + linear(d, config.d_ff) + linear(config.d_ff, d) + 4 * d;
+    let heads: usize = config.vocab_sizes.iter().map(|&v| linear(d, v)).sum();
+    embeddings
+        + linear(config.emb_total(), d)
+        + config.n_layers * layer
+        + 2 * d
+        + linear(d + config.emb_sizes[Family::Type.index()], d)
+        + heads
+}
+
+/// The device to run on: CUDA when asked for, built with the `cuda` feature and present.
+pub fn device(want_cuda: bool) -> Result<Device> {
+    if want_cuda {
+        Device::new_cuda(0)
+    } else {
+        Ok(Device::Cpu)
+    }
+}

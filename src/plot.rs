@@ -1,0 +1,182 @@
+//! Small PNG charts drawn without any font or GUI library: a canvas, lines, and a built-in 3x5
+//! pixel font for numbers and short labels. Used for the trainer's loss curve and the
+//! evaluation report's figures.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::train::LogLine;
+
+/// 3x5 glyphs, one row per 3 bits (top row first).
+fn glyph(c: char) -> [u8; 5] {
+    match c {
+        '0' => [7, 5, 5, 5, 7],
+        '1' => [2, 6, 2, 2, 7],
+        '2' => [7, 1, 7, 4, 7],
+        '3' => [7, 1, 7, 1, 7],
+        '4' => [5, 5, 7, 1, 1],
+        '5' => [7, 4, 7, 1, 7],
+        '6' => [7, 4, 7, 5, 7],
+        '7' => [7, 1, 1, 2, 2],
+        '8' => [7, 5, 7, 5, 7],
+        '9' => [7, 5, 7, 1, 7],
+        '.' => [0, 0, 0, 0, 2],
+        '-' => [0, 0, 7, 0, 0],
+        '%' => [5, 1, 2, 4, 5],
+        ':' => [0, 2, 0, 2, 0],
+        '/' => [1, 1, 2, 4, 4],
+        '(' => [1, 2, 2, 2, 1],
+        ')' => [4, 2, 2, 2, 4],
+        c => match c.to_ascii_lowercase() {
+            'a' => [2, 5, 7, 5, 5],
+            'b' => [6, 5, 6, 5, 6],
+            'c' => [3, 4, 4, 4, 3],
+            'd' => [6, 5, 5, 5, 6],
+            'e' => [7, 4, 6, 4, 7],
+            'f' => [7, 4, 6, 4, 4],
+            'g' => [3, 4, 5, 5, 3],
+            'h' => [5, 5, 7, 5, 5],
+            'i' => [7, 2, 2, 2, 7],
+            'j' => [1, 1, 1, 5, 2],
+            'k' => [5, 5, 6, 5, 5],
+            'l' => [4, 4, 4, 4, 7],
+            'm' => [5, 7, 7, 5, 5],
+            'n' => [6, 5, 5, 5, 5],
+            'o' => [2, 5, 5, 5, 2],
+            'p' => [6, 5, 6, 4, 4],
+            'q' => [2, 5, 5, 6, 3],
+            'r' => [6, 5, 6, 5, 5],
+            's' => [3, 4, 2, 1, 6],
+            't' => [7, 2, 2, 2, 2],
+            'u' => [5, 5, 5, 5, 7],
+            'v' => [5, 5, 5, 5, 2],
+            'w' => [5, 5, 7, 7, 5],
+            'x' => [5, 5, 2, 5, 5],
+            'y' => [5, 5, 2, 2, 2],
+            'z' => [7, 1, 2, 4, 7],
+            _ => [0; 5],
+        },
+    }
+}
+
+/// An RGB canvas.
+pub struct Canvas {
+    pub width: usize,
+    pub height: usize,
+    pixels: Vec<u8>,
+}
+
+pub type Rgb = [u8; 3];
+pub const BLACK: Rgb = [0, 0, 0];
+pub const GREY: Rgb = [200, 200, 200];
+pub const BLUE: Rgb = [40, 90, 200];
+pub const RED: Rgb = [210, 50, 40];
+pub const GREEN: Rgb = [40, 150, 60];
+
+impl Canvas {
+    pub fn new(width: usize, height: usize) -> Canvas {
+        Canvas { width, height, pixels: vec![255; width * height * 3] }
+    }
+
+    pub fn set(&mut self, x: i64, y: i64, c: Rgb) {
+        if x >= 0 && y >= 0 && (x as usize) < self.width && (y as usize) < self.height {
+            let i = (y as usize * self.width + x as usize) * 3;
+            self.pixels[i..i + 3].copy_from_slice(&c);
+        }
+    }
+
+    pub fn rect(&mut self, x0: i64, y0: i64, x1: i64, y1: i64, c: Rgb) {
+        for y in y0.min(y1)..=y0.max(y1) {
+            for x in x0.min(x1)..=x0.max(x1) {
+                self.set(x, y, c);
+            }
+        }
+    }
+
+    /// A line `thick` pixels wide.
+    pub fn line(&mut self, (x0, y0): (f64, f64), (x1, y1): (f64, f64), c: Rgb, thick: i64) {
+        let steps = ((x1 - x0).abs().max((y1 - y0).abs()).ceil() as i64).max(1);
+        for s in 0..=steps {
+            let t = s as f64 / steps as f64;
+            let (x, y) = ((x0 + (x1 - x0) * t).round() as i64, (y0 + (y1 - y0) * t).round() as i64);
+            self.rect(x, y, x + thick - 1, y + thick - 1, c);
+        }
+    }
+
+    /// Text at (x, y) (top left), each font pixel `scale` pixels wide.
+    pub fn text(&mut self, x: i64, y: i64, text: &str, c: Rgb, scale: i64) {
+        for (i, ch) in text.chars().enumerate() {
+            for (row, bits) in glyph(ch).iter().enumerate() {
+                for col in 0..3 {
+                    if bits & (4 >> col) != 0 {
+                        let px = x + (i as i64 * 4 + col) * scale;
+                        let py = y + row as i64 * scale;
+                        self.rect(px, py, px + scale - 1, py + scale - 1, c);
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn save_png(&self, path: &Path) -> Result<()> {
+        let mut bytes = Vec::new();
+        {
+            let mut encoder = png::Encoder::new(&mut bytes, self.width as u32, self.height as u32);
+            encoder.set_color(png::ColorType::Rgb);
+            encoder.set_depth(png::BitDepth::Eight);
+            encoder.write_header()?.write_image_data(&self.pixels)?;
+        }
+        crate::dataset::write_atomically(path, &bytes)
+    }
+}
+
+/// A line chart: named series of (x, y) points, with axes and tick labels.
+pub fn line_chart(title: &str, series: &[(&str, Rgb, Vec<(f64, f64)>)], path: &Path) -> Result<()> {
+    let (w, h) = (900usize, 540usize);
+    let (left, right, top, bottom) = (80.0, 20.0, 50.0, 50.0);
+    let mut canvas = Canvas::new(w, h);
+    canvas.text(left as i64, 15, title, BLACK, 3);
+    let points: Vec<(f64, f64)> = series.iter().flat_map(|s| s.2.iter().copied()).filter(|p| p.1.is_finite()).collect();
+    if points.is_empty() {
+        return canvas.save_png(path);
+    }
+    let (mut x_min, mut x_max) = points.iter().fold((f64::MAX, f64::MIN), |a, p| (a.0.min(p.0), a.1.max(p.0)));
+    let (mut y_min, mut y_max) = points.iter().fold((f64::MAX, f64::MIN), |a, p| (a.0.min(p.1), a.1.max(p.1)));
+    if x_max <= x_min {
+        x_max = x_min + 1.0;
+        x_min -= 0.0;
+    }
+    if y_max <= y_min {
+        y_max = y_min + 1.0;
+    }
+    y_min = y_min.min(0.0).max(y_min - (y_max - y_min) * 0.05);
+    let px = |x: f64| left + (x - x_min) / (x_max - x_min) * (w as f64 - left - right);
+    let py = |y: f64| h as f64 - bottom - (y - y_min) / (y_max - y_min) * (h as f64 - top - bottom);
+    for i in 0..=5 {
+        let y = y_min + (y_max - y_min) * i as f64 / 5.0;
+        canvas.line((left, py(y)), (w as f64 - right, py(y)), GREY, 1);
+        canvas.text(5, py(y) as i64 - 5, &format!("{y:.3}"), BLACK, 2);
+        let x = x_min + (x_max - x_min) * i as f64 / 5.0;
+        canvas.text(px(x) as i64 - 10, h as i64 - bottom as i64 + 10, &format!("{x:.0}"), BLACK, 2);
+    }
+    canvas.line((left, top), (left, h as f64 - bottom), BLACK, 2);
+    canvas.line((left, h as f64 - bottom), (w as f64 - right, h as f64 - bottom), BLACK, 2);
+    for (i, (name, color, pts)) in series.iter().enumerate() {
+        for pair in pts.windows(2) {
+            canvas.line((px(pair[0].0), py(pair[0].1)), (px(pair[1].0), py(pair[1].1)), *color, 2);
+        }
+        if pts.len() == 1 {
+            canvas.rect(px(pts[0].0) as i64 - 2, py(pts[0].1) as i64 - 2, px(pts[0].0) as i64 + 2, py(pts[0].1) as i64 + 2, *color);
+        }
+        canvas.text(w as i64 - 200, top as i64 + 10 + i as i64 * 20, name, *color, 3);
+    }
+    canvas.save_png(path)
+}
+
+/// The trainer's loss curve: training loss and validation loss against steps.
+pub fn loss_curve(log: &[LogLine], path: &Path) -> Result<()> {
+    let train: Vec<(f64, f64)> = log.iter().filter_map(|l| l.train_loss.map(|v| (l.step as f64, v))).collect();
+    let valid: Vec<(f64, f64)> = log.iter().filter_map(|l| l.valid_loss.map(|v| (l.step as f64, v))).collect();
+    line_chart("loss per step", &[("train", BLUE, train), ("valid", RED, valid)], path)
+}

@@ -1,0 +1,306 @@
+//! The trainer behind `cargo xtask train` / `cp-piano train`: AdamW with warm-up and cosine
+//! decay, gradient clipping at 3, validation loss per family, atomic checkpoints, exact resume,
+//! Ctrl-C saves, a progress bar, a JSON-lines log and a loss-curve PNG in the run folder.
+//!
+//! Run folder: `checkpoint.safetensors` (resume point), `last/` and `best/` (exported weights:
+//! config.json + model.safetensors, best by validation loss), `log.jsonl`, `loss.png`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use crate::batches::{epoch_batches, make_batch, windows, Window};
+use crate::checkpoint::{export_weights, load_checkpoint, save_checkpoint};
+use crate::cp::{FAMILIES, FAMILY_NAMES};
+use crate::dataset::{self, Dataset, Representation, Source, Split};
+use crate::model::config::Config;
+use crate::model::cp_transformer::Dropout;
+use crate::model::Trainable;
+use crate::optim::{learning_rate, AdamW, AdamWConfig};
+use crate::plot;
+
+/// Gradients are clipped to this global norm.
+pub const CLIP_NORM: f64 = 3.0;
+
+/// What to train and how.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainOptions {
+    /// A data-set file, the POP909 root, or a folder of MIDI files.
+    pub data: PathBuf,
+    pub preset: String,
+    pub out: PathBuf,
+    /// Total optimizer steps (the cosine schedule ends here).
+    pub steps: u64,
+    pub batch_size: usize,
+    /// Words per window.
+    pub window: usize,
+    pub lr: f64,
+    pub warmup: u64,
+    /// Validate (and checkpoint) every this many steps.
+    pub eval_every: u64,
+    /// Also checkpoint at least this often (minutes).
+    pub save_minutes: f64,
+    pub seed: u64,
+    pub cuda: bool,
+    /// Show a progress bar.
+    pub progress: bool,
+}
+
+/// What the checkpoint remembers besides tensors.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainState {
+    pub step: u64,
+    pub config: Config,
+    pub options: TrainOptions,
+    pub best_valid: Option<f64>,
+    pub seconds: f64,
+    pub words: u64,
+}
+
+/// One line of the log.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LogLine {
+    pub step: u64,
+    pub seconds: f64,
+    pub lr: f64,
+    pub train_loss: Option<f64>,
+    pub grad_norm: Option<f64>,
+    pub words_per_second: Option<f64>,
+    /// Validation loss: mean, then per family (family order).
+    pub valid_loss: Option<f64>,
+    pub valid_family: Option<Vec<f64>>,
+}
+
+/// Loads the data named by `--data`: a data-set file, the POP909 root (index.csv inside), or a
+/// plain folder of MIDI files (built on the fly).
+pub fn load_data(path: &Path, progress: bool) -> Result<Dataset> {
+    let data = if path.is_file() {
+        Dataset::load(path)?
+    } else if path.join("index.csv").is_file() {
+        dataset::build(&Source::Pop909(path.to_path_buf()), Representation::Cp, progress)?
+    } else if path.is_dir() {
+        dataset::build(&Source::MidiFolder(path.to_path_buf()), Representation::Cp, progress)?
+    } else {
+        bail!("{}: no such file or folder", path.display());
+    };
+    if data.representation != Representation::Cp {
+        bail!("{}: a {:?} data set; the CP model needs CP words", path.display(), data.representation);
+    }
+    Ok(data)
+}
+
+/// Mean validation loss per family over `valid` windows (no dropout).
+pub fn validate(model: &Trainable, data: &Dataset, valid: &[Window], batch_size: usize, device: &Device) -> Result<Vec<f64>> {
+    let mut sums = [0f64; FAMILIES];
+    let mut words = 0f64;
+    for chunk in valid.chunks(batch_size) {
+        let batch = make_batch(data, chunk, model.model.config.d_model, device)?;
+        let (_, per_family) = model.model.loss(&batch, None)?;
+        let n = chunk.iter().map(|w| w.len).sum::<usize>() as f64;
+        for (s, l) in sums.iter_mut().zip(per_family.to_vec1::<f32>()?) {
+            *s += l as f64 * n;
+        }
+        words += n;
+    }
+    Ok(sums.iter().map(|s| s / words.max(1.0)).collect())
+}
+
+fn append_log(path: &Path, line: &LogLine) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    writeln!(f, "{}", serde_json::to_string(line)?)?;
+    Ok(())
+}
+
+/// Reads a run's log.
+pub fn read_log(path: &Path) -> Vec<LogLine> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// A run in progress.
+struct Run {
+    options: TrainOptions,
+    model: Trainable,
+    optimizer: AdamW,
+    state: TrainState,
+    device: Device,
+}
+
+impl Run {
+    fn checkpoint_path(&self) -> PathBuf {
+        self.options.out.join("checkpoint.safetensors")
+    }
+
+    fn save(&self) -> Result<()> {
+        save_checkpoint(
+            &self.checkpoint_path(),
+            &self.model.named_tensors(),
+            &self.optimizer.state_tensors(),
+            serde_json::to_string(&self.state)?,
+        )?;
+        let config = serde_json::to_string_pretty(&self.state.config)?;
+        export_weights(&self.options.out.join("last"), &config, &self.model.named_tensors(), DType::F32)
+    }
+}
+
+/// Trains (or resumes) a run. Returns the final state.
+pub fn train(options: TrainOptions, resume: bool, stop: Arc<AtomicBool>) -> Result<TrainState> {
+    let device = crate::model::cp_transformer::device(options.cuda)?;
+    let data = load_data(&options.data, options.progress)?;
+    let train_windows = windows(&data, Split::Train, options.window);
+    let valid_windows = windows(&data, Split::Valid, options.window);
+    if train_windows.is_empty() {
+        bail!("{}: no training songs", options.data.display());
+    }
+    std::fs::create_dir_all(&options.out).with_context(|| format!("{}: cannot create", options.out.display()))?;
+    let checkpoint = options.out.join("checkpoint.safetensors");
+    let log_path = options.out.join("log.jsonl");
+    let mut run = if resume && checkpoint.exists() {
+        let ck = load_checkpoint(&checkpoint, &device)?;
+        let mut state: TrainState = serde_json::from_str(&ck.state_json).context("checkpoint state")?;
+        let model = Trainable::new(&state.config, state.options.seed, &device)?;
+        model.load(&ck.model)?;
+        let mut optimizer = AdamW::new(model.named_vars(), AdamWConfig::default())?;
+        optimizer.load_state(|n| ck.optimizer.get(n).cloned(), state.step)?;
+        // The run keeps its shape; only its length, data path and device may change.
+        let mut kept = state.options.clone();
+        kept.steps = options.steps;
+        kept.data = options.data.clone();
+        kept.cuda = options.cuda;
+        kept.progress = options.progress;
+        kept.out = options.out.clone();
+        state.options = kept.clone();
+        // Log lines after the checkpoint are redone: drop them so the curve stays one curve.
+        let lines: Vec<LogLine> = read_log(&log_path).into_iter().filter(|l| l.step <= state.step).collect();
+        let text: String = lines.iter().map(|l| serde_json::to_string(l).expect("log line") + "\n").collect();
+        dataset::write_atomically(&log_path, text.as_bytes())?;
+        Run { options: kept, model, optimizer, state, device }
+    } else {
+        if resume {
+            eprintln!("note: {} has no checkpoint; starting a new run", options.out.display());
+        }
+        let config = Config::preset(&options.preset).with_context(|| format!("unknown preset {:?}", options.preset))?;
+        let model = Trainable::new(&config, options.seed, &device)?;
+        let optimizer = AdamW::new(model.named_vars(), AdamWConfig::default())?;
+        let _ = std::fs::remove_file(&log_path);
+        let state = TrainState { step: 0, config, options: options.clone(), best_valid: None, seconds: 0.0, words: 0 };
+        Run { options, model, optimizer, state, device }
+    };
+    let o = run.options.clone();
+    let batches_per_epoch = epoch_batches(&train_windows, o.batch_size, o.seed, 0).len() as u64;
+    eprintln!(
+        "training {} parameters on {} train / {} validation windows ({} words per window, batch {}), {} batches per epoch; from step {} to {}",
+        run.model.parameter_count(),
+        train_windows.len(),
+        valid_windows.len(),
+        o.window,
+        o.batch_size,
+        batches_per_epoch,
+        run.state.step,
+        o.steps
+    );
+    let bar = if o.progress { ProgressBar::new(o.steps) } else { ProgressBar::hidden() };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} steps {elapsed_precise} eta {eta_precise} {msg}")
+            .expect("static template"),
+    );
+    bar.set_position(run.state.step);
+    let mut epoch_cache: Option<(u64, Vec<Vec<Window>>)> = None;
+    let mut last_save = Instant::now();
+    let mut window_start = Instant::now();
+    let mut window_words = 0u64;
+    while run.state.step < o.steps && !stop.load(Ordering::SeqCst) {
+        let step = run.state.step;
+        let epoch = step / batches_per_epoch;
+        if epoch_cache.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            epoch_cache = Some((epoch, epoch_batches(&train_windows, o.batch_size, o.seed, epoch)));
+        }
+        let windows = &epoch_cache.as_ref().expect("just set").1[(step % batches_per_epoch) as usize];
+        let started = Instant::now();
+        let batch = make_batch(&data, windows, run.state.config.d_model, &run.device)?;
+        let mut dropout = Dropout::new(run.state.config.dropout, o.seed ^ (step + 1).wrapping_mul(0x9E3779B97F4A7C15));
+        let (loss, _) = run.model.model.loss(&batch, Some(&mut dropout))?;
+        let loss_value = loss.to_scalar::<f32>()? as f64;
+        if !loss_value.is_finite() {
+            bail!("loss became {loss_value} at step {step}; the last checkpoint is intact (lower --lr and resume)");
+        }
+        let grads = loss.backward()?;
+        let lr = learning_rate(step, o.lr, o.warmup, o.steps);
+        let norm = run.optimizer.step(&grads, lr, CLIP_NORM)?;
+        let words: u64 = windows.iter().map(|w| w.len as u64).sum();
+        run.state.step += 1;
+        run.state.words += words;
+        run.state.seconds += started.elapsed().as_secs_f64();
+        window_words += words;
+        bar.set_position(run.state.step);
+        let step = run.state.step;
+        if step % 10 == 0 || step == o.steps {
+            let wps = window_words as f64 / window_start.elapsed().as_secs_f64();
+            bar.set_message(format!("loss {loss_value:.3} lr {lr:.2e} {wps:.0} words/s"));
+            append_log(
+                &log_path,
+                &LogLine {
+                    step,
+                    seconds: run.state.seconds,
+                    lr,
+                    train_loss: Some(loss_value),
+                    grad_norm: Some(norm),
+                    words_per_second: Some(wps),
+                    valid_loss: None,
+                    valid_family: None,
+                },
+            )?;
+            window_start = Instant::now();
+            window_words = 0;
+        }
+        let evaluate = step % o.eval_every == 0 || step == o.steps;
+        if evaluate && !valid_windows.is_empty() {
+            let family = validate(&run.model, &data, &valid_windows, o.batch_size, &run.device)?;
+            let mean = family.iter().sum::<f64>() / FAMILIES as f64;
+            let summary: Vec<String> = FAMILY_NAMES.iter().zip(&family).map(|(n, l)| format!("{n} {l:.3}")).collect();
+            bar.println(format!("step {step}: validation {mean:.4} ({})", summary.join(", ")));
+            append_log(
+                &log_path,
+                &LogLine {
+                    step,
+                    seconds: run.state.seconds,
+                    lr,
+                    train_loss: None,
+                    grad_norm: None,
+                    words_per_second: None,
+                    valid_loss: Some(mean),
+                    valid_family: Some(family),
+                },
+            )?;
+            if run.state.best_valid.is_none_or(|b| mean < b) {
+                run.state.best_valid = Some(mean);
+                let config = serde_json::to_string_pretty(&run.state.config)?;
+                export_weights(&o.out.join("best"), &config, &run.model.named_tensors(), DType::F32)?;
+            }
+            window_start = Instant::now();
+            window_words = 0;
+        }
+        if evaluate || last_save.elapsed().as_secs_f64() > o.save_minutes * 60.0 {
+            run.save()?;
+            plot::loss_curve(&read_log(&log_path), &o.out.join("loss.png"))?;
+            last_save = Instant::now();
+        }
+    }
+    run.save()?;
+    plot::loss_curve(&read_log(&log_path), &o.out.join("loss.png"))?;
+    bar.finish_and_clear();
+    if stop.load(Ordering::SeqCst) {
+        eprintln!("stopped at step {}: checkpoint saved in {}", run.state.step, o.out.display());
+    }
+    Ok(run.state)
+}

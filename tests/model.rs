@@ -1,0 +1,161 @@
+//! The CP model: exact parameter count, gradient reach, and the recurrent form (generation)
+//! equal to the chunked training form.
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Tensor, D};
+use cp_piano::cp::{Family, Word, FAMILIES, FAMILY_SIZES};
+use cp_piano::model::config::Config;
+use cp_piano::model::cp_rnn::{CpRnn, Precision};
+use cp_piano::model::cp_transformer::{parameter_count, positional_encoding, Batch, Dropout};
+use cp_piano::model::init::Rng;
+use cp_piano::model::Trainable;
+
+fn random_words(n: usize, seed: u64) -> Vec<Word> {
+    let mut rng = Rng::new(seed);
+    (0..n).map(|_| Word(std::array::from_fn(|f| (rng.next_u64() % FAMILY_SIZES[f] as u64) as u16))).collect()
+}
+
+fn batch_of(words: &[Word], d_model: usize) -> Batch {
+    let t = words.len() - 1;
+    let padded = t.div_ceil(64) * 64;
+    let mut inputs = vec![0u32; padded * FAMILIES];
+    let mut targets = vec![0u32; padded * FAMILIES];
+    let mut mask = vec![0f32; padded];
+    for i in 0..t {
+        for f in 0..FAMILIES {
+            inputs[i * FAMILIES + f] = words[i].0[f] as u32;
+            targets[i * FAMILIES + f] = words[i + 1].0[f] as u32;
+        }
+        mask[i] = 1.0;
+    }
+    let positions: Vec<u32> = (0..padded as u32).collect();
+    Batch {
+        inputs: Tensor::from_vec(inputs, (1, padded, FAMILIES), &Device::Cpu).unwrap(),
+        targets: Tensor::from_vec(targets, (1, padded, FAMILIES), &Device::Cpu).unwrap(),
+        mask: Tensor::from_vec(mask, (1, padded), &Device::Cpu).unwrap(),
+        positions: Tensor::from_vec(positional_encoding(&positions, d_model), (1, padded, d_model), &Device::Cpu).unwrap(),
+    }
+}
+
+#[test]
+fn the_paper_preset_has_exactly_39_016_630_parameters() {
+    assert_eq!(parameter_count(&Config::paper()), 39_016_630);
+    let small = Config::small();
+    let model = Trainable::new(&small, 0, &Device::Cpu).unwrap();
+    assert_eq!(model.parameter_count(), parameter_count(&small));
+    assert!((3_000_000..=6_000_000).contains(&model.parameter_count()));
+}
+
+#[test]
+fn the_built_paper_model_has_the_counted_parameters() {
+    let model = Trainable::new(&Config::paper(), 0, &Device::Cpu).unwrap();
+    assert_eq!(model.parameter_count(), 39_016_630);
+}
+
+#[test]
+fn every_parameter_receives_a_gradient() {
+    let config = Config::preset("tiny").unwrap();
+    let model = Trainable::new(&config, 1, &Device::Cpu).unwrap();
+    let words = random_words(130, 2);
+    let batch = batch_of(&words, config.d_model);
+    let (loss, _) = model.model.loss(&batch, Some(&mut Dropout::new(0.1, 3))).unwrap();
+    let grads = loss.backward().unwrap();
+    for (name, var) in model.named_vars() {
+        let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{name} has no gradient"));
+        let norm = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        // Every input id of a family appears somewhere only for small vocabularies; embedding
+        // rows of unseen ids legitimately get zero, so check the whole tensor.
+        assert!(norm > 0.0, "{name} gets a zero gradient");
+    }
+}
+
+#[test]
+fn recurrent_form_equals_the_training_form_over_300_steps() {
+    let config = Config { n_layers: 2, d_model: 64, n_heads: 4, d_ff: 128, ..Config::preset("tiny").unwrap() };
+    let model = Trainable::new(&config, 7, &Device::Cpu).unwrap();
+    let words = random_words(301, 8);
+    let batch = batch_of(&words, config.d_model);
+    let hidden = model.model.hidden(&batch.inputs, &batch.positions, None).unwrap();
+    let types = batch.targets.narrow(D::Minus1, Family::Type.index(), 1).unwrap().squeeze(D::Minus1).unwrap();
+    let logits: Vec<Vec<Vec<f32>>> = model
+        .model
+        .logits(&hidden, &types)
+        .unwrap()
+        .iter()
+        .map(|l| l.squeeze(0).unwrap().to_vec2::<f32>().unwrap())
+        .collect();
+    let tensors: HashMap<String, Tensor> = model.named_tensors().into_iter().collect();
+    let rnn = CpRnn::from_tensors(&config, &tensors, Precision::F32).unwrap();
+    let mut state = rnn.new_state();
+    let mut family = rnn.logit_buffers();
+    let mut type_logits = vec![0f32; 3];
+    let mut worst = 0f32;
+    for i in 0..300 {
+        rnn.step(&mut state, words[i]);
+        rnn.type_logits(&state, &mut type_logits);
+        rnn.family_logits(&mut state, words[i + 1].get(Family::Type), &mut family);
+        family[Family::Type.index()].copy_from_slice(&type_logits);
+        for f in 0..FAMILIES {
+            for (a, b) in family[f].iter().zip(&logits[f][i]) {
+                worst = worst.max((a - b).abs());
+            }
+        }
+    }
+    assert!(worst < 1e-4, "largest logit difference {worst}");
+    let _ = DType::F32;
+}
+
+#[test]
+fn int8_weights_stay_close_to_f32() {
+    let config = Config::preset("tiny").unwrap();
+    let model = Trainable::new(&config, 11, &Device::Cpu).unwrap();
+    let tensors: HashMap<String, Tensor> = model.named_tensors().into_iter().collect();
+    let exact = CpRnn::from_tensors(&config, &tensors, Precision::F32).unwrap();
+    let fast = CpRnn::from_tensors(&config, &tensors, Precision::Int8).unwrap();
+    assert!(fast.weight_bytes() * 3 < exact.weight_bytes());
+    let (mut a, mut b) = (exact.new_state(), fast.new_state());
+    let (mut la, mut lb) = (vec![0f32; 3], vec![0f32; 3]);
+    let mut worst = 0f32;
+    for w in random_words(100, 12) {
+        exact.step(&mut a, w);
+        fast.step(&mut b, w);
+        exact.type_logits(&a, &mut la);
+        fast.type_logits(&b, &mut lb);
+        worst = worst.max(la.iter().zip(&lb).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max));
+    }
+    assert!(worst < 0.1, "int8 type logits differ by {worst}");
+}
+
+#[test]
+fn fused_kernels_match_candle_ops_in_value_and_gradient() {
+    use candle_core::Var;
+    use cp_piano::model::fused;
+    let mut rng = Rng::new(5);
+    let values: Vec<f32> = (0..6 * 40).map(|_| (rng.normal() * 2.0) as f32).collect();
+    let x = Var::from_tensor(&Tensor::from_vec(values, (6, 40), &Device::Cpu).unwrap()).unwrap();
+    let w = Var::from_tensor(&Tensor::from_vec((0..40).map(|i| 0.5 + i as f32 / 40.0).collect::<Vec<_>>(), 40, &Device::Cpu).unwrap()).unwrap();
+    let b = Var::from_tensor(&Tensor::from_vec((0..40).map(|i| i as f32 / 80.0 - 0.2).collect::<Vec<_>>(), 40, &Device::Cpu).unwrap()).unwrap();
+    let weights = Tensor::from_vec((0..240).map(|i| ((i * 7) % 13) as f32 / 13.0 - 0.5).collect::<Vec<_>>(), (6, 40), &Device::Cpu).unwrap();
+    type Op = fn(&Tensor, &Tensor, &Tensor) -> candle_core::Result<Tensor>;
+    let pairs: [(&str, Op, Op); 3] = [
+        ("gelu", |x, _, _| fused::gelu(x), |x, _, _| fused::reference::gelu(x)),
+        ("feature map", |x, _, _| fused::feature_map(x), |x, _, _| fused::reference::feature_map(x)),
+        ("layer norm", |x, w, b| fused::layer_norm(x, w, b, 1e-5), |x, w, b| fused::reference::layer_norm(x, w, b, 1e-5)),
+    ];
+    let max_diff = |a: &Tensor, b: &Tensor| (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+    for (name, fast, slow) in pairs {
+        let yf = fast(x.as_tensor(), w.as_tensor(), b.as_tensor()).unwrap();
+        let ys = slow(x.as_tensor(), w.as_tensor(), b.as_tensor()).unwrap();
+        assert!(max_diff(&yf, &ys) < 1e-5, "{name} forward");
+        let gf = (yf * &weights).unwrap().sum_all().unwrap().backward().unwrap();
+        let gs = (ys * &weights).unwrap().sum_all().unwrap().backward().unwrap();
+        for (var, what) in [(&x, "x"), (&w, "weight"), (&b, "bias")] {
+            match (gf.get(var.as_tensor()), gs.get(var.as_tensor())) {
+                (Some(a), Some(c)) => assert!(max_diff(a, c) < 1e-4, "{name} gradient of {what}: {}", max_diff(a, c)),
+                (None, None) => {}
+                _ => panic!("{name}: gradient of {what} present in one form only"),
+            }
+        }
+    }
+}
