@@ -20,3 +20,8 @@ pub mod optim;
 pub mod batches;
 pub mod plot;
 pub mod train;
+pub mod generate;
+pub mod key;
+pub mod sampling;
+pub mod weights;
+pub mod bench;

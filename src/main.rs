@@ -14,6 +14,9 @@ use cp_piano::dataset::{self, Representation, Source, Split};
 use cp_piano::grid::Grid;
 use cp_piano::midi_import::import_file;
 use cp_piano::round_trip::RoundTrip;
+use cp_piano::generate::{Finish, GenerationSettings, Generator};
+use cp_piano::model::cp_rnn::Precision;
+use cp_piano::sampling::SamplingSettings;
 use cp_piano::{cp, remi};
 
 // mimalloc reuses freed pages: candle allocates large temporaries every step, and the system
@@ -91,6 +94,49 @@ enum Command {
         #[arg(long, value_enum, default_value = "cpu")]
         device: DeviceKind,
     },
+    /// Generate a song to a MIDI file (the shipped model unless --weights is given).
+    Generate {
+        #[arg(short, long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// A weights folder (config.json + model.safetensors), e.g. a training run's best/.
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        #[arg(long, default_value_t = 8192)]
+        max_words: usize,
+        /// Stop after this many bars.
+        #[arg(long)]
+        max_bars: Option<u32>,
+        /// Scales every family's sampling temperature.
+        #[arg(long, default_value_t = 1.0)]
+        temperature: f32,
+        /// Replaces the nucleus threshold of the families that use one.
+        #[arg(long)]
+        top_p: Option<f32>,
+        /// A MIDI clip to continue.
+        #[arg(long)]
+        prime: Option<PathBuf>,
+        /// Keep pitches in a key, e.g. C, F#m, Bb, "E minor".
+        #[arg(long)]
+        key: Option<cp_piano::key::Key>,
+        /// Weight precision: int8 is the fast path.
+        #[arg(long, value_enum, default_value = "int8")]
+        precision: Precision,
+    },
+    /// Print speed figures: generation ms per word (small and paper, f32 and int8, one thread)
+    /// and training words/s.
+    Bench {
+        /// Words per timed song (the paper's mean song length).
+        #[arg(long, default_value_t = 1430)]
+        words: usize,
+        /// Weights of the `small` model to time (default: the shipped weights).
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// Skip the training-speed figure.
+        #[arg(long)]
+        no_training: bool,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -133,6 +179,73 @@ fn tokens(file: &PathBuf, repr: Representation, quiet: bool, pop909: bool) -> Re
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
+fn generate(
+    out: PathBuf,
+    settings: GenerationSettings,
+    weights: Option<PathBuf>,
+    prime: Option<PathBuf>,
+    precision: Precision,
+) -> Result<()> {
+    let model = cp_piano::weights::load_cp_rnn(weights.as_deref(), precision)?;
+    let prime_words = match &prime {
+        Some(path) => {
+            let song = import_file(path).with_context(|| path.display().to_string())?;
+            cp::encode(&Grid::from_song(&song))
+        }
+        None => vec![cp::Word::BAR],
+    };
+    let start = Instant::now();
+    let mut generator = Generator::with_prime(&model, settings, &prime_words);
+    let primed = generator.words().len();
+    let grid = generator.run_to_end();
+    let seconds = start.elapsed().as_secs_f64();
+    let song = grid.to_song();
+    let bytes = cp_piano::midi_export::export_bytes(&song, 0);
+    dataset::write_atomically(&out, &bytes).with_context(|| out.display().to_string())?;
+    let sampled = generator.words().len() - primed;
+    println!(
+        "{}: {} words ({} sampled), {} bars, {} notes, EOS: {}, {:.2} s, {:.3} ms per word",
+        out.display(),
+        generator.words().len(),
+        sampled,
+        grid.bars,
+        song.notes.len(),
+        match generator.finish() {
+            Some(Finish::Eos) => "yes".to_string(),
+            other => format!("no ({other:?})"),
+        },
+        seconds,
+        seconds * 1000.0 / sampled.max(1) as f64
+    );
+    Ok(())
+}
+
+fn bench(words: usize, weights: Option<PathBuf>, no_training: bool) -> Result<()> {
+    use cp_piano::bench::{generation_ms_per_word, random_rnn, training_words_per_second};
+    use cp_piano::model::config::Config;
+    println!("generation, one thread, {words} words per song:");
+    for precision in [Precision::F32, Precision::Int8] {
+        match cp_piano::weights::load_cp_rnn(weights.as_deref(), precision) {
+            Ok(small) => {
+                let ms = generation_ms_per_word(&small, words, 0);
+                println!("  small (trained)  {precision:?}: {ms:.3} ms/word, {:.2} s per song, {:.1} MB of weights read per word", ms * words as f64 / 1000.0, small.weight_bytes() as f64 / 1e6);
+            }
+            Err(e) => println!("  small (trained)  {precision:?}: skipped ({e:#})"),
+        }
+    }
+    for precision in [Precision::F32, Precision::Int8] {
+        let paper = random_rnn(&Config::paper(), precision)?;
+        let ms = generation_ms_per_word(&paper, words, 0);
+        println!("  paper (random)   {precision:?}: {ms:.3} ms/word, {:.2} s per song, {:.1} MB of weights read per word", ms * words as f64 / 1000.0, paper.weight_bytes() as f64 / 1e6);
+    }
+    if !no_training {
+        let wps = training_words_per_second(&Config::small(), 2, 2048, 3)?;
+        println!("training small (batch 2 x 2048 words, all cores): {wps:.0} words/s");
+    }
+    Ok(())
+}
+
 fn build_dataset(midi: PathBuf, pop909: bool, repr: Representation, out: PathBuf) -> Result<()> {
     let start = Instant::now();
     let source = if pop909 { Source::Pop909(midi.clone()) } else { Source::MidiFolder(midi.clone()) };
@@ -160,6 +273,17 @@ fn build_dataset(midi: PathBuf, pop909: bool, repr: Representation, out: PathBuf
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Generate { out, seed, weights, max_words, max_bars, temperature, top_p, prime, key, precision } => {
+            let settings = GenerationSettings {
+                seed,
+                sampling: SamplingSettings::default().adjusted(temperature, top_p),
+                max_words,
+                max_bars,
+                key,
+            };
+            generate(out, settings, weights, prime, precision)
+        }
+        Command::Bench { words, weights, no_training } => bench(words, weights, no_training),
         Command::Train {
             data,
             preset,

@@ -1,0 +1,83 @@
+//! `cp-piano bench`: speed figures. Generation cost per word of the recurrent model (f32 and
+//! the int8 fast path, one thread) for the shipped `small` model and a random `paper` model,
+//! and the training speed of `small`. Prints figures; asserts nothing.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use anyhow::Result;
+use candle_core::{Device, Tensor};
+
+use crate::cp::{Family, Word, TYPE_EOS};
+use crate::model::config::Config;
+use crate::model::cp_rnn::{CpRnn, Precision};
+use crate::model::cp_transformer::Dropout;
+use crate::model::init::Rng;
+use crate::model::Trainable;
+use crate::sampling::{sample, SamplingSettings, Scratch};
+
+/// Milliseconds per word over `words` sampled words (EOS is not allowed to end it early).
+pub fn generation_ms_per_word(rnn: &CpRnn, words: usize, seed: u64) -> f64 {
+    let settings = SamplingSettings::default();
+    let mut state = rnn.new_state();
+    let mut rng = Rng::new(seed);
+    let mut scratch = Scratch::with_capacity(256);
+    let mut type_logits = vec![0f32; 3];
+    let mut logits = rnn.logit_buffers();
+    let mut word = Word::BAR;
+    let start = Instant::now();
+    for _ in 0..words {
+        rnn.step(&mut state, word);
+        rnn.type_logits(&state, &mut type_logits);
+        type_logits[TYPE_EOS as usize] = f32::NEG_INFINITY;
+        let ty = sample(&mut type_logits, settings.families[Family::Type.index()], &mut rng, &mut scratch) as u16;
+        rnn.family_logits(&mut state, ty, &mut logits);
+        let mut next = [0u16; 7];
+        next[Family::Type.index()] = ty;
+        for f in Family::ALL.into_iter().filter(|&f| f != Family::Type) {
+            next[f.index()] = sample(&mut logits[f.index()], settings.families[f.index()], &mut rng, &mut scratch) as u16;
+        }
+        word = Word(next);
+    }
+    start.elapsed().as_secs_f64() * 1000.0 / words as f64
+}
+
+/// Training words per second of a preset: `steps` timed steps after one warm-up step.
+pub fn training_words_per_second(config: &Config, batch: usize, window: usize, steps: usize) -> Result<f64> {
+    let device = Device::Cpu;
+    let model = Trainable::new(config, 0, &device)?;
+    let mut optimizer = crate::optim::AdamW::new(model.named_vars(), Default::default())?;
+    let mut rng = Rng::new(3);
+    let t = window.div_ceil(64) * 64;
+    let ids: Vec<u32> = (0..batch * t * 7).map(|i| (rng.next_u64() % config.vocab_sizes[i % 7] as u64) as u32).collect();
+    let positions: Vec<u32> = (0..batch * t).map(|i| (i % t) as u32).collect();
+    let inputs = Tensor::from_vec(ids, (batch, t, 7), &device)?;
+    let b = crate::model::cp_transformer::Batch {
+        inputs: inputs.clone(),
+        targets: inputs,
+        mask: Tensor::ones((batch, t), candle_core::DType::F32, &device)?,
+        positions: Tensor::from_vec(
+            crate::model::cp_transformer::positional_encoding(&positions, config.d_model),
+            (batch, t, config.d_model),
+            &device,
+        )?,
+    };
+    let mut timed = 0.0;
+    for step in 0..=steps {
+        let start = Instant::now();
+        let (loss, _) = model.model.loss(&b, Some(&mut Dropout::new(config.dropout, step as u64)))?;
+        let grads = loss.backward()?;
+        optimizer.step(&grads, 1e-4, crate::train::CLIP_NORM)?;
+        if step > 0 {
+            timed += start.elapsed().as_secs_f64();
+        }
+    }
+    Ok((batch * t * steps) as f64 / timed)
+}
+
+/// A recurrent model of `config` with seeded random weights.
+pub fn random_rnn(config: &Config, precision: Precision) -> Result<CpRnn> {
+    let model = Trainable::new(config, 1, &Device::Cpu)?;
+    let tensors: HashMap<String, Tensor> = model.named_tensors().into_iter().collect();
+    CpRnn::from_tensors(config, &tensors, precision)
+}
