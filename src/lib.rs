@@ -25,3 +25,4 @@ pub mod key;
 pub mod sampling;
 pub mod weights;
 pub mod bench;
+pub mod engine;
