@@ -89,6 +89,8 @@ pub struct Engine {
     pub state: PlayState,
     /// Notes dropped because the timeline was full.
     pub dropped: usize,
+    /// End every sounding note at the start of the next block (after a deactivation).
+    flush: bool,
 }
 
 impl Default for Engine {
@@ -109,6 +111,7 @@ impl Engine {
             free_clock: 0.0,
             state: PlayState::Stopped,
             dropped: 0,
+            flush: false,
         }
     }
 
@@ -159,6 +162,13 @@ impl Engine {
         }
     }
 
+    /// The host stopped processing (deactivate, bypass): the notes still sounding get their
+    /// note-offs at the start of the next block, and playback restarts from the playhead.
+    pub fn suspend(&mut self) {
+        self.flush = !self.sounding.is_empty();
+        self.expected = None;
+    }
+
     /// Processes one block of `samples` samples at `sample_rate`.
     pub fn process(
         &mut self,
@@ -168,6 +178,10 @@ impl Engine {
         sample_rate: f64,
         out: &mut impl FnMut(NoteOut),
     ) {
+        if self.flush {
+            self.flush = false;
+            self.all_notes_off(0, out);
+        }
         let tempo = if transport.tempo.is_finite() && transport.tempo > 0.0 { transport.tempo } else { 120.0 };
         let beats_per_sample = tempo / 60.0 / sample_rate;
         let block_beats = samples as f64 * beats_per_sample;

@@ -26,3 +26,5 @@ pub mod sampling;
 pub mod weights;
 pub mod bench;
 pub mod engine;
+pub mod worker;
+pub mod plugin;

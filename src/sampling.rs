@@ -40,13 +40,16 @@ impl Default for SamplingSettings {
 }
 
 impl SamplingSettings {
-    /// Multiplies every temperature by `scale` and, if given, sets every family's top-p to
-    /// `top_p` (families without a nucleus keep none).
+    /// Multiplies every temperature by `scale` and, if given, replaces the paper's 0.9 nucleus
+    /// (tempo, type, pitch, duration) with `top_p`; chord keeps 0.99 and the families without
+    /// a nucleus keep none. `adjusted(1.0, Some(0.9))` is the default.
     pub fn adjusted(mut self, scale: f32, top_p: Option<f32>) -> SamplingSettings {
         for f in &mut self.families {
             f.temperature *= scale.max(1e-3);
-            if let (Some(p), Some(_)) = (top_p, f.top_p) {
-                f.top_p = Some(p.clamp(0.0, 1.0));
+            if let (Some(p), Some(current)) = (top_p, f.top_p) {
+                if (current - 0.9).abs() < 1e-6 {
+                    f.top_p = Some(p.clamp(0.0, 1.0));
+                }
             }
         }
         self

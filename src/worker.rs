@@ -1,0 +1,291 @@
+//! The inference worker: a thread that owns the model, generates songs ahead of the playhead,
+//! and hands their notes (in song beats) to the audio thread through a lock-free ring.
+//!
+//! Commands come over a crossbeam channel (from the plugin's main thread or editor); the audio
+//! thread never sends commands: it bumps `Shared::regenerate_requests`, which the worker polls.
+//! Live values (status, progress) are atomics. The finished song is kept in `Shared::song` for
+//! the editor, MIDI export and the plugin state; the audio thread never touches it.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use serde::{Deserialize, Serialize};
+
+use crate::cp::Event;
+use crate::engine::SongEvent;
+use crate::generate::{Finish, GenerationSettings, Generator, NoteEvent};
+use crate::model::cp_rnn::{CpRnn, Precision};
+
+/// What the worker is doing (stored in `Shared::status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Status {
+    Loading = 0,
+    Generating = 1,
+    Ready = 2,
+    Error = 3,
+}
+
+impl Status {
+    pub fn from_u8(v: u8) -> Status {
+        match v {
+            1 => Status::Generating,
+            2 => Status::Ready,
+            3 => Status::Error,
+            _ => Status::Loading,
+        }
+    }
+}
+
+/// A generated song: what the plugin saves in the project and the editor shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredSong {
+    pub settings: GenerationSettings,
+    pub notes: Vec<NoteEvent>,
+    /// Song length in beats (a whole number of bars).
+    pub end: f64,
+    pub ended_with_eos: bool,
+    pub words: usize,
+}
+
+impl StoredSong {
+    /// The song as a plain `Song` (for MIDI export), at `bpm`.
+    pub fn to_song(&self, bpm: f32) -> crate::song::Song {
+        use crate::song::{Note, Song, TempoChange, TICKS_PER_BEAT};
+        let mut song = Song { tempos: vec![TempoChange { tick: 0, bpm }], ..Song::default() };
+        for n in &self.notes {
+            song.notes.push(Note {
+                onset: (n.start * TICKS_PER_BEAT as f64).round() as u32,
+                duration: (n.duration * TICKS_PER_BEAT as f64).round() as u32,
+                pitch: n.pitch,
+                velocity: n.velocity,
+            });
+        }
+        song.sort();
+        song
+    }
+}
+
+/// Values shared between the worker, the audio thread and the editor.
+#[derive(Default)]
+pub struct Shared {
+    pub status: AtomicU8,
+    /// Words generated of the current song.
+    pub words: AtomicU32,
+    /// Bars generated of the current song.
+    pub bars: AtomicU32,
+    /// Bumped by the audio thread when the Regenerate parameter fires.
+    pub regenerate_requests: AtomicU32,
+    /// The last error, for the editor (never locked by the audio thread).
+    pub error: Mutex<String>,
+    /// The current song once complete (never locked by the audio thread).
+    pub song: Mutex<Option<StoredSong>>,
+}
+
+impl Shared {
+    pub fn status(&self) -> Status {
+        Status::from_u8(self.status.load(Ordering::Relaxed))
+    }
+}
+
+/// Requests to the worker.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// Generate a new song.
+    Generate(GenerationSettings),
+    /// Play a song generated before (from the plugin state), without the model.
+    Restore(StoredSong),
+    Shutdown,
+}
+
+/// Where the model's weights come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSource {
+    Shipped,
+    Folder(PathBuf),
+}
+
+/// A running worker.
+pub struct Worker {
+    pub commands: Sender<Command>,
+    pub shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Shutdown);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// How the worker gets settings for a regeneration that the audio thread requested.
+pub type SettingsSource = Box<dyn Fn() -> GenerationSettings + Send>;
+/// Called with each newly finished song (e.g. to store it in the plugin state).
+pub type SongSink = Box<dyn Fn(&StoredSong) + Send>;
+
+/// Starts the worker thread: it loads the model, then waits for commands.
+pub fn spawn(source: ModelSource, ring: rtrb::Producer<SongEvent>, current_settings: SettingsSource, keep: SongSink) -> Worker {
+    let shared = Arc::new(Shared::default());
+    let (commands, receiver) = crossbeam_channel::unbounded();
+    let thread_shared = shared.clone();
+    let thread = std::thread::Builder::new()
+        .name("cp-piano-worker".into())
+        .spawn(move || run(source, ring, receiver, thread_shared, current_settings, keep))
+        .expect("spawning the worker thread");
+    Worker { commands, shared, thread: Some(thread) }
+}
+
+fn load(source: &ModelSource) -> anyhow::Result<CpRnn> {
+    let dir = match source {
+        ModelSource::Shipped => None,
+        ModelSource::Folder(p) => Some(p.as_path()),
+    };
+    crate::weights::load_cp_rnn(dir, Precision::Int8)
+}
+
+/// Pushes into the ring, waiting while it is full; false if a shutdown came meanwhile.
+fn push(ring: &mut rtrb::Producer<SongEvent>, event: SongEvent, receiver: &Receiver<Command>, pending: &mut Option<Command>) -> bool {
+    let mut event = event;
+    loop {
+        match ring.push(event) {
+            Ok(()) => return true,
+            Err(rtrb::PushError::Full(e)) => {
+                event = e;
+                match receiver.recv_timeout(Duration::from_millis(5)) {
+                    Ok(Command::Shutdown) => return false,
+                    Ok(other) => *pending = Some(other),
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => return false,
+                }
+            }
+        }
+    }
+}
+
+fn run(
+    source: ModelSource,
+    mut ring: rtrb::Producer<SongEvent>,
+    receiver: Receiver<Command>,
+    shared: Arc<Shared>,
+    current_settings: SettingsSource,
+    keep: SongSink,
+) {
+    shared.status.store(Status::Loading as u8, Ordering::Relaxed);
+    let model = match load(&source) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            *shared.error.lock().expect("error lock") = format!("cannot load the model: {e:#}");
+            shared.status.store(Status::Error as u8, Ordering::Relaxed);
+            None
+        }
+    };
+    if model.is_some() {
+        shared.status.store(Status::Ready as u8, Ordering::Relaxed);
+    }
+    let mut seen_requests = shared.regenerate_requests.load(Ordering::Relaxed);
+    let mut pending: Option<Command> = None;
+    loop {
+        let command = match pending.take() {
+            Some(c) => c,
+            None => match receiver.recv_timeout(Duration::from_millis(20)) {
+                Ok(c) => c,
+                Err(RecvTimeoutError::Timeout) => {
+                    let requests = shared.regenerate_requests.load(Ordering::Relaxed);
+                    if requests == seen_requests {
+                        continue;
+                    }
+                    seen_requests = requests;
+                    Command::Generate(current_settings())
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            },
+        };
+        match command {
+            Command::Shutdown => return,
+            Command::Restore(song) => {
+                let mut ok = push(&mut ring, SongEvent::Reset, &receiver, &mut pending);
+                for n in &song.notes {
+                    ok = ok && push(&mut ring, SongEvent::Note(*n), &receiver, &mut pending);
+                }
+                ok = ok && push(&mut ring, SongEvent::End(song.end), &receiver, &mut pending);
+                if !ok {
+                    return;
+                }
+                shared.words.store(song.words as u32, Ordering::Relaxed);
+                shared.bars.store((song.end / 4.0) as u32, Ordering::Relaxed);
+                *shared.song.lock().expect("song lock") = Some(song);
+                if model.is_some() {
+                    shared.status.store(Status::Ready as u8, Ordering::Relaxed);
+                }
+            }
+            Command::Generate(settings) => {
+                let Some(model) = &model else { continue };
+                shared.status.store(Status::Generating as u8, Ordering::Relaxed);
+                *shared.song.lock().expect("song lock") = None;
+                if !push(&mut ring, SongEvent::Reset, &receiver, &mut pending) {
+                    return;
+                }
+                let mut generator = Generator::new(model, settings.clone());
+                let mut notes = Vec::new();
+                let mut interrupted = false;
+                while let Some(step) = generator.next_step() {
+                    let event = match step.event {
+                        Event::Note(n) => {
+                            let note = NoteEvent::from_placed(&n);
+                            notes.push(note);
+                            Some(SongEvent::Note(note))
+                        }
+                        Event::Bar(b) => Some(SongEvent::ReadyUntil(b as f64 * 4.0)),
+                        _ => None,
+                    };
+                    if let Some(e) = event {
+                        if !push(&mut ring, e, &receiver, &mut pending) {
+                            return;
+                        }
+                    }
+                    shared.words.store(generator.words().len() as u32, Ordering::Relaxed);
+                    shared.bars.store(generator.bars(), Ordering::Relaxed);
+                    // A new command (regenerate, restore, shutdown) cuts this song short.
+                    if pending.is_none() {
+                        if let Ok(c) = receiver.try_recv() {
+                            pending = Some(c);
+                        }
+                    }
+                    let requests = shared.regenerate_requests.load(Ordering::Relaxed);
+                    if requests != seen_requests && pending.is_none() {
+                        seen_requests = requests;
+                        pending = Some(Command::Generate(current_settings()));
+                    }
+                    if pending.is_some() {
+                        interrupted = true;
+                        break;
+                    }
+                }
+                if interrupted {
+                    continue;
+                }
+                let end = generator.grid().bars as f64 * 4.0;
+                if !push(&mut ring, SongEvent::End(end), &receiver, &mut pending) {
+                    return;
+                }
+                let song = StoredSong {
+                    settings,
+                    notes,
+                    end,
+                    ended_with_eos: generator.finish() == Some(Finish::Eos),
+                    words: generator.words().len(),
+                };
+                keep(&song);
+                *shared.song.lock().expect("song lock") = Some(song);
+                shared.status.store(Status::Ready as u8, Ordering::Relaxed);
+            }
+        }
+    }
+}
