@@ -137,6 +137,16 @@ enum Command {
         #[arg(long)]
         no_training: bool,
     },
+    /// Copy a weights folder (e.g. a run's best/) into another, in bf16 (to ship) or f32.
+    ExportWeights {
+        #[arg(long)]
+        from: PathBuf,
+        #[arg(long)]
+        to: PathBuf,
+        /// Keep f32 instead of converting to bf16.
+        #[arg(long)]
+        f32: bool,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -284,6 +294,16 @@ fn run(cli: Cli) -> Result<()> {
             generate(out, settings, weights, prime, precision)
         }
         Command::Bench { words, weights, no_training } => bench(words, weights, no_training),
+        Command::ExportWeights { from, to, f32 } => {
+            let weights = cp_piano::checkpoint::Weights::load_dir(&from)?;
+            weights.cp_config()?;
+            let mut tensors: Vec<(String, candle_core::Tensor)> = weights.tensors.into_iter().collect();
+            tensors.sort_by(|a, b| a.0.cmp(&b.0));
+            let dtype = if f32 { candle_core::DType::F32 } else { candle_core::DType::BF16 };
+            cp_piano::checkpoint::export_weights(&to, &weights.config_json, &tensors, dtype)?;
+            println!("{} -> {} ({:?})", from.display(), to.display(), dtype);
+            Ok(())
+        }
         Command::Train {
             data,
             preset,
