@@ -28,3 +28,8 @@ pub mod bench;
 pub mod engine;
 pub mod worker;
 pub mod plugin;
+
+/// The plugin test build checks that `process` never allocates (see `plugin.rs`).
+#[cfg(feature = "assert-no-alloc")]
+#[global_allocator]
+static ALLOCATOR: assert_no_alloc::AllocDisabler = assert_no_alloc::AllocDisabler;

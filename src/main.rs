@@ -21,6 +21,7 @@ use cp_piano::{cp, remi};
 
 // mimalloc reuses freed pages: candle allocates large temporaries every step, and the system
 // allocator's fresh pages (page faults) cost a quarter of a training step.
+#[cfg(not(feature = "assert-no-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -202,6 +202,16 @@ impl Plugin for CpPiano {
     }
 
     fn process(&mut self, buffer: &mut Buffer, _aux: &mut AuxiliaryBuffers, context: &mut impl ProcessContext<Self>) -> ProcessStatus {
+        #[cfg(feature = "assert-no-alloc")]
+        return assert_no_alloc::assert_no_alloc(|| self.process_block(buffer.samples() as u32, context));
+        #[cfg(not(feature = "assert-no-alloc"))]
+        self.process_block(buffer.samples() as u32, context)
+    }
+}
+
+impl CpPiano {
+    /// The body of `process`: audio thread, no allocation, no locks.
+    fn process_block(&mut self, samples: u32, context: &mut impl ProcessContext<Self>) -> ProcessStatus {
         if let Some(ring) = self.ring.as_mut() {
             // Bounded per block: a flood of notes is taken over a few blocks.
             for _ in 0..4096 {
@@ -226,7 +236,6 @@ impl Plugin for CpPiano {
             follow_transport: self.params.follow_transport.value(),
         };
         let channel = Channel::Number((self.params.channel.value() - 1).clamp(0, 15) as u8);
-        let samples = buffer.samples() as u32;
         self.engine.process(transport, settings, samples, self.sample_rate, &mut |e| {
             let event = match e {
                 NoteOut::On { offset, pitch, velocity } => NoteEvent::NoteOn { timing: offset, voice_id: VoiceID::Wildcard, channel, key: MidiKey::Number(pitch), velocity },

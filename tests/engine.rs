@@ -2,6 +2,12 @@
 //! tempos, sample rates and block sizes; stop, loop, seek and tempo changes; every note-on
 //! paired with a note-off; waiting for the worker; a clean end.
 
+// Every engine call on the "audio thread" of these tests runs under the allocation checker.
+#[cfg(not(feature = "assert-no-alloc"))]
+#[global_allocator]
+static ALLOCATOR: assert_no_alloc::AllocDisabler = assert_no_alloc::AllocDisabler;
+
+use assert_no_alloc::assert_no_alloc;
 use cp_piano::engine::{Engine, NoteOut, PlaySettings, PlayState, SongEvent, Transport};
 use cp_piano::generate::NoteEvent;
 
@@ -14,14 +20,17 @@ fn song() -> Vec<NoteEvent> {
 
 fn loaded(notes: &[NoteEvent], end: Option<f64>) -> Engine {
     let mut engine = Engine::new();
-    engine.receive(SongEvent::Reset);
-    for &n in notes {
-        engine.receive(SongEvent::Note(n));
-    }
-    match end {
-        Some(e) => engine.receive(SongEvent::End(e)),
-        None => engine.receive(SongEvent::ReadyUntil(1e9)),
-    }
+    // Receiving the song happens on the audio thread too: no allocation.
+    assert_no_alloc(|| {
+        engine.receive(SongEvent::Reset);
+        for &n in notes {
+            engine.receive(SongEvent::Note(n));
+        }
+        match end {
+            Some(e) => engine.receive(SongEvent::End(e)),
+            None => engine.receive(SongEvent::ReadyUntil(1e9)),
+        }
+    });
     engine
 }
 
@@ -30,12 +39,13 @@ const SETTINGS: PlaySettings = PlaySettings { start_beat: 4.0, velocity_scale: 1
 /// Plays blocks of `block` samples at a constant tempo from host beat 0 for `seconds`; returns
 /// (global sample, event).
 fn play_constant(engine: &mut Engine, tempo: f64, rate: f64, block: u32, seconds: f64) -> Vec<(u64, NoteOut)> {
-    let mut events = Vec::new();
+    let mut events = Vec::with_capacity(4096);
     let mut sample = 0u64;
     while (sample as f64) < seconds * rate {
         let position = sample as f64 * tempo / 60.0 / rate;
         let t = Transport { playing: true, tempo, position: Some(position) };
-        engine.process(t, SETTINGS, block, rate, &mut |e| events.push((sample + offset(e) as u64, e)));
+        // The output buffer is reserved, so pushing into it does not allocate.
+        assert_no_alloc(|| engine.process(t, SETTINGS, block, rate, &mut |e| events.push((sample + offset(e) as u64, e))));
         sample += block as u64;
     }
     events
