@@ -81,3 +81,32 @@ pub fn random_rnn(config: &Config, precision: Precision) -> Result<CpRnn> {
     let tensors: HashMap<String, Tensor> = model.named_tensors().into_iter().collect();
     CpRnn::from_tensors(config, &tensors, precision)
 }
+
+/// Nanoseconds per `Engine::process` call for 64-sample blocks at 120 BPM / 48 kHz while a dense
+/// song plays (a note every 16th, chords of four), and the model load time of the shipped weights.
+pub fn engine_ns_per_block(blocks: usize) -> f64 {
+    use crate::engine::{Engine, PlaySettings, SongEvent, Transport};
+    use crate::generate::NoteEvent;
+    let mut engine = Engine::new();
+    engine.receive(SongEvent::Reset);
+    for i in 0..4000 {
+        for k in 0..4 {
+            let note = NoteEvent { start: i as f64 * 0.25, duration: 0.5, pitch: 48 + ((i * 7 + k * 4) % 40) as u8, velocity: 90 };
+            engine.receive(SongEvent::Note(note));
+        }
+    }
+    engine.receive(SongEvent::End(1000.0));
+    let settings = PlaySettings { start_beat: 0.0, velocity_scale: 1.0, follow_transport: true };
+    let (rate, block) = (48_000.0, 64u32);
+    let bps = 120.0 / 60.0 / rate;
+    let mut sent = 0usize;
+    let start = Instant::now();
+    for b in 0..blocks {
+        let position = (b as u64 * block as u64) as f64 * bps;
+        let t = Transport { playing: true, tempo: 120.0, position: Some(position % 900.0) };
+        engine.process(t, settings, block, rate, &mut |_| sent += 1);
+    }
+    let ns = start.elapsed().as_nanos() as f64 / blocks as f64;
+    assert!(sent > 0);
+    ns
+}

@@ -59,6 +59,7 @@ pub struct PlaySettings {
 
 /// What the engine is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum PlayState {
     Stopped,
     Playing,
@@ -144,6 +145,11 @@ impl Engine {
                 self.ready_until = f64::INFINITY;
             }
         }
+    }
+
+    /// Song beat where the last block ended (while playing).
+    pub fn playhead(&self) -> Option<f64> {
+        self.expected
     }
 
     /// Notes in the timeline.

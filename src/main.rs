@@ -235,6 +235,13 @@ fn generate(
 fn bench(words: usize, weights: Option<PathBuf>, no_training: bool) -> Result<()> {
     use cp_piano::bench::{generation_ms_per_word, random_rnn, training_words_per_second};
     use cp_piano::model::config::Config;
+    let start = Instant::now();
+    let loaded = cp_piano::weights::load_cp_rnn(weights.as_deref(), Precision::Int8);
+    if loaded.is_ok() {
+        println!("model load (weights -> int8 recurrent model): {:.0} ms", start.elapsed().as_secs_f64() * 1000.0);
+    }
+    let ns = cp_piano::bench::engine_ns_per_block(200_000);
+    println!("plugin engine: {ns:.0} ns per 64-sample block (120 BPM, 48 kHz, dense song)");
     println!("generation, one thread, {words} words per song:");
     for precision in [Precision::F32, Precision::Int8] {
         match cp_piano::weights::load_cp_rnn(weights.as_deref(), precision) {

@@ -243,6 +243,12 @@ impl CpPiano {
             };
             let _ = context.try_send_event(event);
         });
+        if let Some(w) = &self.worker {
+            w.shared.play_state.store(self.engine.state as u8, Ordering::Relaxed);
+            if let Some(beat) = self.engine.playhead() {
+                w.shared.playhead_bits.store(beat.to_bits(), Ordering::Relaxed);
+            }
+        }
         ProcessStatus::Normal
     }
 }

@@ -80,6 +80,10 @@ pub struct Shared {
     pub bars: AtomicU32,
     /// Bumped by the audio thread when the Regenerate parameter fires.
     pub regenerate_requests: AtomicU32,
+    /// What playback is doing (`engine::PlayState as u8`), written by the audio thread.
+    pub play_state: AtomicU8,
+    /// The playhead in song beats, as f64 bits, written by the audio thread.
+    pub playhead_bits: std::sync::atomic::AtomicU64,
     /// The last error, for the editor (never locked by the audio thread).
     pub error: Mutex<String>,
     /// The current song once complete (never locked by the audio thread).
