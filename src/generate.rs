@@ -5,7 +5,7 @@
 //! Sampling keeps words well formed (a grammar mask, documented here): a Metrical word gets a
 //! bar-beat value (never "ignore"); a Bar word has no tempo or chord; a beat word gets a tempo
 //! and a chord value or CONTI; a Note word gets a pitch, a duration and a velocity. With a key
-//! lock, out-of-key pitches are masked. This is the library API the CLI and the plugin's worker
+//! lock, out-of-key pitches are masked; EOS is masked until `min_bars` bars are complete. This is the library API the CLI and the plugin's worker
 //! drive; it allocates nothing per word once built.
 
 use crate::cp::{self, Event, Family, Word, BAR, FAMILIES, IGNORE, TYPE_EOS, TYPE_METRICAL, TYPE_NOTE};
@@ -24,12 +24,14 @@ pub struct GenerationSettings {
     pub max_words: usize,
     /// Stop when this many bars are complete.
     pub max_bars: Option<u32>,
+    /// EOS is not sampled before this many bars are complete (an empty song is no song).
+    pub min_bars: u32,
     pub key: Option<Key>,
 }
 
 impl Default for GenerationSettings {
     fn default() -> Self {
-        GenerationSettings { seed: 0, sampling: SamplingSettings::default(), max_words: 8192, max_bars: None, key: None }
+        GenerationSettings { seed: 0, sampling: SamplingSettings::default(), max_words: 8192, max_bars: None, min_bars: 4, key: None }
     }
 }
 
@@ -197,6 +199,9 @@ impl<'m> Generator<'m> {
 
     fn sample_word(&mut self) -> Word {
         self.model.type_logits(&self.state, &mut self.type_logits);
+        if self.bars < self.settings.min_bars {
+            self.type_logits[TYPE_EOS as usize] = f32::NEG_INFINITY;
+        }
         let how = self.settings.sampling.families[Family::Type.index()];
         let ty = sample(&mut self.type_logits, how, &mut self.rng, &mut self.scratch) as u16;
         if ty == TYPE_EOS {

@@ -109,6 +109,9 @@ enum Command {
         /// Stop after this many bars.
         #[arg(long)]
         max_bars: Option<u32>,
+        /// Do not end (EOS) before this many bars.
+        #[arg(long, default_value_t = 4)]
+        min_bars: u32,
         /// Scales every family's sampling temperature.
         #[arg(long, default_value_t = 1.0)]
         temperature: f32,
@@ -291,12 +294,13 @@ fn build_dataset(midi: PathBuf, pop909: bool, repr: Representation, out: PathBuf
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Generate { out, seed, weights, max_words, max_bars, temperature, top_p, prime, key, precision } => {
+        Command::Generate { out, seed, weights, max_words, max_bars, min_bars, temperature, top_p, prime, key, precision } => {
             let settings = GenerationSettings {
                 seed,
                 sampling: SamplingSettings::default().adjusted(temperature, top_p),
                 max_words,
                 max_bars,
+                min_bars,
                 key,
             };
             generate(out, settings, weights, prime, precision)

@@ -144,6 +144,13 @@ fn generation_is_reproducible_capped_and_key_locked() {
         other => assert_eq!(other, Some(Finish::Eos)),
     }
 
+    // EOS never comes before the minimum length.
+    for seed in 0..5 {
+        let (_, _, finish, grid) = song(GenerationSettings { seed, min_bars: 3, max_words: 2000, ..Default::default() });
+        if finish == Some(Finish::Eos) {
+            assert!(grid.bars >= 3, "seed {seed}: EOS after {} bars", grid.bars);
+        }
+    }
     for key in ["Eb", "F#m"] {
         let key: Key = key.parse().unwrap();
         let (.., grid) = song(GenerationSettings { seed: 3, key: Some(key), ..Default::default() });
