@@ -78,6 +78,35 @@ pub struct LogLine {
     pub valid_family: Option<Vec<f64>>,
 }
 
+impl LogLine {
+    fn train(step: u64, seconds: f64, lr: f64, loss: f64, grad_norm: f64, words_per_second: f64) -> LogLine {
+        LogLine {
+            step,
+            seconds,
+            lr,
+            train_loss: Some(loss),
+            grad_norm: Some(grad_norm),
+            words_per_second: Some(words_per_second),
+            valid_loss: None,
+            valid_family: None,
+        }
+    }
+
+    fn valid(step: u64, seconds: f64, lr: f64, family: Vec<f64>) -> LogLine {
+        let mean = family.iter().sum::<f64>() / family.len().max(1) as f64;
+        LogLine {
+            step,
+            seconds,
+            lr,
+            train_loss: None,
+            grad_norm: None,
+            words_per_second: None,
+            valid_loss: Some(mean),
+            valid_family: Some(family),
+        }
+    }
+}
+
 /// Loads the data named by `--data`: a data-set file, the POP909 root (index.csv inside), or a
 /// plain folder of MIDI files (built on the fly).
 pub fn load_data(path: &Path, progress: bool) -> Result<Dataset> {
@@ -247,19 +276,7 @@ pub fn train(options: TrainOptions, resume: bool, stop: Arc<AtomicBool>) -> Resu
         if step % 10 == 0 || step == o.steps {
             let wps = window_words as f64 / window_start.elapsed().as_secs_f64();
             bar.set_message(format!("loss {loss_value:.3} lr {lr:.2e} {wps:.0} words/s"));
-            append_log(
-                &log_path,
-                &LogLine {
-                    step,
-                    seconds: run.state.seconds,
-                    lr,
-                    train_loss: Some(loss_value),
-                    grad_norm: Some(norm),
-                    words_per_second: Some(wps),
-                    valid_loss: None,
-                    valid_family: None,
-                },
-            )?;
+            append_log(&log_path, &LogLine::train(step, run.state.seconds, lr, loss_value, norm, wps))?;
             window_start = Instant::now();
             window_words = 0;
         }
@@ -269,19 +286,7 @@ pub fn train(options: TrainOptions, resume: bool, stop: Arc<AtomicBool>) -> Resu
             let mean = family.iter().sum::<f64>() / FAMILIES as f64;
             let summary: Vec<String> = FAMILY_NAMES.iter().zip(&family).map(|(n, l)| format!("{n} {l:.3}")).collect();
             bar.println(format!("step {step}: validation {mean:.4} ({})", summary.join(", ")));
-            append_log(
-                &log_path,
-                &LogLine {
-                    step,
-                    seconds: run.state.seconds,
-                    lr,
-                    train_loss: None,
-                    grad_norm: None,
-                    words_per_second: None,
-                    valid_loss: Some(mean),
-                    valid_family: Some(family),
-                },
-            )?;
+            append_log(&log_path, &LogLine::valid(step, run.state.seconds, lr, family))?;
             if run.state.best_valid.is_none_or(|b| mean < b) {
                 run.state.best_valid = Some(mean);
                 let config = serde_json::to_string_pretty(&run.state.config)?;

@@ -16,6 +16,7 @@ use candle_core::Tensor;
 use crate::cp::{Family, Word, FAMILIES};
 use crate::model::config::Config;
 use crate::model::cp_transformer::{ATTENTION_EPS, AFTER_TYPE, LN_EPS};
+use crate::model::fused::erf;
 
 /// How weights are stored for inference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -236,20 +237,6 @@ fn layer_norm(x: &mut [f32], weight: &[f32], bias: &[f32]) {
     for ((v, w), b) in x.iter_mut().zip(weight).zip(bias) {
         *v = (*v - mean) * inv * w + b;
     }
-}
-
-/// erf, Abramowitz & Stegun 7.1.26 refined (|error| < 1.2e-7).
-fn erf(x: f32) -> f32 {
-    let x = x as f64;
-    let t = 1.0 / (1.0 + 0.5 * x.abs());
-    let y = 1.0
-        - t * (-x * x - 1.26551223
-            + t * (1.00002368
-                + t * (0.37409196
-                    + t * (0.09678418
-                        + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))))
-            .exp();
-    (if x >= 0.0 { y } else { -y }) as f32
 }
 
 fn gelu(x: f32) -> f32 {

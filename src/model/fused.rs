@@ -17,8 +17,8 @@ fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f3
     }
 }
 
-fn erf(x: f32) -> f32 {
-    // Abramowitz & Stegun 7.1.26 with a refinement (|error| < 1.2e-7), as in `cp_rnn`.
+/// erf by the Numerical Recipes erfc approximation (|error| < 1.2e-7); shared with `cp_rnn`.
+pub fn erf(x: f32) -> f32 {
     let x = x as f64;
     let t = 1.0 / (1.0 + 0.5 * x.abs());
     let y = 1.0
