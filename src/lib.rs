@@ -26,6 +26,8 @@ pub mod sampling;
 pub mod weights;
 pub mod bench;
 pub mod engine;
+#[cfg(feature = "editor")]
+pub mod editor;
 pub mod worker;
 pub mod plugin;
 

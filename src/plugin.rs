@@ -112,6 +112,8 @@ impl CpPianoParams {
 /// The plugin.
 pub struct CpPiano {
     params: Arc<CpPianoParams>,
+    /// Status, progress and the finished song, shared with the worker and the editor.
+    shared: Arc<worker::Shared>,
     engine: Engine,
     ring: Option<rtrb::Consumer<SongEvent>>,
     worker: Option<Worker>,
@@ -121,14 +123,22 @@ pub struct CpPiano {
 
 impl Default for CpPiano {
     fn default() -> Self {
-        CpPiano { params: Arc::new(CpPianoParams::default()), engine: Engine::new(), ring: None, worker: None, sample_rate: 44_100.0, regenerate_was_on: false }
+        CpPiano {
+            params: Arc::new(CpPianoParams::default()),
+            shared: Arc::new(worker::Shared::default()),
+            engine: Engine::new(),
+            ring: None,
+            worker: None,
+            sample_rate: 44_100.0,
+            regenerate_was_on: false,
+        }
     }
 }
 
 impl CpPiano {
     /// The worker's shared values (status, progress, the finished song).
-    pub fn shared(&self) -> Option<Arc<worker::Shared>> {
-        self.worker.as_ref().map(|w| w.shared.clone())
+    pub fn shared(&self) -> Arc<worker::Shared> {
+        self.shared.clone()
     }
 
     /// Starts the worker and gives it the saved song or asks for a new one.
@@ -144,7 +154,7 @@ impl CpPiano {
                 *saved = json;
             }
         });
-        let worker = worker::spawn(source, producer, settings, keep);
+        let worker = worker::spawn(source, self.shared.clone(), producer, settings, keep);
         let saved = self.params.song.read().map(|s| s.clone()).unwrap_or_default();
         let command = if saved.trim().is_empty() {
             Command::Generate(self.params.generation_settings())
@@ -179,7 +189,15 @@ impl Plugin for CpPiano {
     const MIDI_OUTPUT: MidiConfig = MidiConfig::Basic;
     type SysExMessage = ();
     type BackgroundTask = ();
+    #[cfg(feature = "editor")]
+    type Editor = nice_plug_egui::EguiEditor<crate::editor::CpPianoEditor>;
+    #[cfg(not(feature = "editor"))]
     type Editor = ();
+
+    #[cfg(feature = "editor")]
+    fn editor(&mut self, _executor: AsyncExecutor<Self>) -> Option<Self::Editor> {
+        crate::editor::create(self.params.clone(), self.shared.clone())
+    }
 
     fn params(&self) -> Arc<dyn Params> {
         self.params.clone()
@@ -223,9 +241,7 @@ impl CpPiano {
         }
         let regenerate = self.params.regenerate.value();
         if regenerate && !self.regenerate_was_on {
-            if let Some(w) = &self.worker {
-                w.shared.regenerate_requests.fetch_add(1, Ordering::Relaxed);
-            }
+            self.shared.regenerate_requests.fetch_add(1, Ordering::Relaxed);
         }
         self.regenerate_was_on = regenerate;
         let t = context.transport();
@@ -243,12 +259,11 @@ impl CpPiano {
             };
             let _ = context.try_send_event(event);
         });
-        if let Some(w) = &self.worker {
-            w.shared.play_state.store(self.engine.state as u8, Ordering::Relaxed);
-            if let Some(beat) = self.engine.playhead() {
-                w.shared.playhead_bits.store(beat.to_bits(), Ordering::Relaxed);
-            }
+        self.shared.play_state.store(self.engine.state as u8, Ordering::Relaxed);
+        if let Some(beat) = self.engine.playhead() {
+            self.shared.playhead_bits.store(beat.to_bits(), Ordering::Relaxed);
         }
+        self.shared.tempo_bits.store(transport.tempo.to_bits(), Ordering::Relaxed);
         ProcessStatus::Normal
     }
 }

@@ -84,6 +84,8 @@ pub struct Shared {
     pub play_state: AtomicU8,
     /// The playhead in song beats, as f64 bits, written by the audio thread.
     pub playhead_bits: std::sync::atomic::AtomicU64,
+    /// The host tempo (BPM) as f64 bits, written by the audio thread (for MIDI export).
+    pub tempo_bits: std::sync::atomic::AtomicU64,
     /// The last error, for the editor (never locked by the audio thread).
     pub error: Mutex<String>,
     /// The current song once complete (never locked by the audio thread).
@@ -93,6 +95,37 @@ pub struct Shared {
 impl Shared {
     pub fn status(&self) -> Status {
         Status::from_u8(self.status.load(Ordering::Relaxed))
+    }
+
+    pub fn playhead(&self) -> f64 {
+        f64::from_bits(self.playhead_bits.load(Ordering::Relaxed))
+    }
+
+    /// The status line the editor shows: loading / generating with progress / ready / playing /
+    /// waiting / finished / error with its message.
+    pub fn status_text(&self) -> String {
+        use crate::engine::PlayState;
+        let words = self.words.load(Ordering::Relaxed);
+        let bars = self.bars.load(Ordering::Relaxed);
+        match self.status() {
+            Status::Loading => "Loading the model...".into(),
+            Status::Generating => format!("Generating: {words} words, {bars} bars"),
+            Status::Error => format!("Error: {}", self.error.lock().map(|e| e.clone()).unwrap_or_default()),
+            Status::Ready => match self.play_state.load(Ordering::Relaxed) {
+                s if s == PlayState::Playing as u8 => format!("Playing: bar {}", (self.playhead() / 4.0).floor() as i64 + 1),
+                s if s == PlayState::Waiting as u8 => "Waiting for the worker to reach the playhead".into(),
+                s if s == PlayState::Finished as u8 => "Finished".into(),
+                _ => format!("Ready: {bars} bars, {words} words"),
+            },
+        }
+    }
+
+    /// The host tempo last seen (120 before any).
+    pub fn tempo(&self) -> f64 {
+        match f64::from_bits(self.tempo_bits.load(Ordering::Relaxed)) {
+            t if t > 0.0 && t.is_finite() => t,
+            _ => 120.0,
+        }
     }
 }
 
@@ -135,8 +168,13 @@ pub type SettingsSource = Box<dyn Fn() -> GenerationSettings + Send>;
 pub type SongSink = Box<dyn Fn(&StoredSong) + Send>;
 
 /// Starts the worker thread: it loads the model, then waits for commands.
-pub fn spawn(source: ModelSource, ring: rtrb::Producer<SongEvent>, current_settings: SettingsSource, keep: SongSink) -> Worker {
-    let shared = Arc::new(Shared::default());
+pub fn spawn(
+    source: ModelSource,
+    shared: Arc<Shared>,
+    ring: rtrb::Producer<SongEvent>,
+    current_settings: SettingsSource,
+    keep: SongSink,
+) -> Worker {
     let (commands, receiver) = crossbeam_channel::unbounded();
     let thread_shared = shared.clone();
     let thread = std::thread::Builder::new()
@@ -292,4 +330,19 @@ fn run(
             }
         }
     }
+}
+
+/// The folder "Export MIDI" writes to: `$HOME/Music/CP Piano` (the current folder without a
+/// home).
+pub fn default_export_dir() -> PathBuf {
+    std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from).join("Music").join("CP Piano")
+}
+
+/// Writes a song to `dir/cp-piano-seed<SEED>-<UNIX SECONDS>.mid` at `bpm`; returns the path.
+pub fn export_midi(song: &StoredSong, bpm: f64, dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let seconds = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let path = dir.join(format!("cp-piano-seed{}-{seconds}.mid", song.settings.seed));
+    let bytes = crate::midi_export::export_bytes(&song.to_song(bpm as f32), 0);
+    crate::dataset::write_atomically(&path, &bytes)?;
+    Ok(path)
 }

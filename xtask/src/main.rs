@@ -1,10 +1,12 @@
 //! `cargo xtask`: project tasks.
 //! - `train`, `eval`, `generate`, `bench`, `dataset`: run the `cp-piano` binary (release build;
 //!   with the `cuda` feature when `--device cuda` is given).
-//! - `bundle cp-piano --release`: build the CLAP and VST3 bundles into target/bundled/
-//!   (nice-plug's bundler, configured by bundler.toml).
-//! - `test`: bundle the plugin's test build (which aborts if `process` allocates), then run
-//!   `cargo test --release` (the test hosts load those bundles).
+//! - `bundle cp-piano --release [--no-editor]`: build the CLAP and VST3 bundles into
+//!   target/bundled/ (nice-plug's bundler, configured by bundler.toml), with the editor unless
+//!   `--no-editor` is given (the editor needs X11 and OpenGL libraries).
+//! - `test`: bundle the plugin's test build (with the editor, and aborting if `process`
+//!   allocates), then run `cargo test --release` with the same features (the test hosts load
+//!   those bundles).
 
 use std::process::{Command, ExitCode};
 
@@ -23,12 +25,14 @@ fn main() -> ExitCode {
     };
     match args.first().map(String::as_str) {
         Some("test") => {
-            let bundle = ["bundle", "cp-piano", "--release", "--features", "assert-no-alloc"].map(String::from);
+            // The tests build with the bundle's features, so dependencies compile once.
+            let features = "assert-no-alloc,editor";
+            let bundle = ["bundle", "cp-piano", "--release", "--features", features].map(String::from);
             if let Err(e) = nice_plug_xtask::main_with_args("cargo xtask", bundle) {
                 eprintln!("error: bundling the test build: {e:#}");
                 return ExitCode::FAILURE;
             }
-            run(Command::new(&cargo).args(["test", "--release"]).args(&args[1..]))
+            run(Command::new(&cargo).args(["test", "--release", "--features", features]).args(&args[1..]))
         }
         Some(task) if DELEGATED.contains(&task) => {
             let mut command = Command::new(&cargo);
@@ -38,6 +42,21 @@ fn main() -> ExitCode {
             }
             command.arg("--").args(&args);
             run(&mut command)
+        }
+        // Bundles get the editor unless `--no-editor` is given.
+        Some("bundle") if !args.iter().any(|a| a == "--features" || a.starts_with("--features=")) => {
+            let no_editor = args.iter().any(|a| a == "--no-editor");
+            let mut args: Vec<String> = args.into_iter().filter(|a| a != "--no-editor").collect();
+            if !no_editor {
+                args.extend(["--features".to_string(), "editor".to_string()]);
+            }
+            match nice_plug_xtask::main_with_args("cargo xtask", args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         _ => match nice_plug_xtask::main_with_args("cargo xtask", args) {
             Ok(()) => ExitCode::SUCCESS,

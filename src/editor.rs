@@ -1,0 +1,132 @@
+//! The plugin's window (egui through nice-plug-egui): status, a piano roll of the song with the
+//! playhead, Regenerate, Export MIDI and the main parameters. Runs on the GUI thread; reads the
+//! worker's shared values and never touches the audio thread's data.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use nice_plug::context::gui::GuiContext;
+use nice_plug::editor::dpi::LogicalSize;
+use nice_plug_egui::{create_egui_editor, widgets, EguiEditor, EguiEditorState, EguiNiceSettings, NiceEguiApp, RepaintNotifier};
+
+use crate::plugin::CpPianoParams;
+use crate::worker::{default_export_dir, export_midi, Shared};
+
+/// The window's state: parameters, the worker's shared values, the last export's outcome.
+pub struct CpPianoEditor {
+    params: Arc<CpPianoParams>,
+    shared: Arc<Shared>,
+    gui: Option<GuiContext>,
+    export_message: String,
+}
+
+/// Creates the editor.
+pub fn create(params: Arc<CpPianoParams>, shared: Arc<Shared>) -> Option<EguiEditor<CpPianoEditor>> {
+    create_egui_editor(
+        EguiEditorState::from_size(LogicalSize::new(720.0, 480.0), 1.0),
+        RepaintNotifier::default(),
+        EguiNiceSettings { title: "CP Piano".into(), ..Default::default() },
+        CpPianoEditor { params, shared, gui: None, export_message: String::new() },
+    )
+}
+
+impl CpPianoEditor {
+    fn piano_roll(&self, ui: &mut egui::Ui) {
+        let (rect, _) = ui.allocate_exact_size(egui::vec2(ui.available_width(), 220.0), egui::Sense::hover());
+        let painter = ui.painter_at(rect);
+        painter.rect_filled(rect, 4.0, egui::Color32::from_gray(24));
+        let Ok(song) = self.shared.song.lock() else { return };
+        let Some(song) = song.as_ref() else {
+            painter.text(rect.center(), egui::Align2::CENTER_CENTER, "no song yet", egui::FontId::proportional(14.0), egui::Color32::GRAY);
+            return;
+        };
+        let end = song.end.max(4.0);
+        let (low, high) = song.notes.iter().fold((127u8, 0u8), |(l, h), n| (l.min(n.pitch), h.max(n.pitch)));
+        let (low, high) = (low.saturating_sub(2) as f32, high.saturating_add(2) as f32);
+        let x = |beat: f64| rect.left() + (beat / end) as f32 * rect.width();
+        let y = |pitch: f32| rect.bottom() - (pitch - low) / (high - low).max(1.0) * rect.height();
+        for bar in (0..end as usize).step_by(16) {
+            painter.vline(x(bar as f64), rect.y_range(), egui::Stroke::new(1.0, egui::Color32::from_gray(45)));
+        }
+        for n in &song.notes {
+            let top = y(n.pitch as f32 + 1.0);
+            let note = egui::Rect::from_min_max(egui::pos2(x(n.start), top), egui::pos2(x(n.start + n.duration.max(0.125)).max(x(n.start) + 1.0), top + 2.0));
+            painter.rect_filled(note, 0.0, egui::Color32::from_rgb(90, 160, 230));
+        }
+        let playhead = self.shared.playhead();
+        if playhead > 0.0 {
+            painter.vline(x(playhead.min(end)), rect.y_range(), egui::Stroke::new(2.0, egui::Color32::from_rgb(240, 120, 60)));
+        }
+    }
+
+    fn export(&mut self) {
+        let song = self.shared.song.lock().ok().and_then(|s| s.clone());
+        self.export_message = match song {
+            None => "Nothing to export yet".into(),
+            Some(song) => match export_midi(&song, self.shared.tempo(), &default_export_dir()) {
+                Ok(path) => format!("Exported to {}", path.display()),
+                Err(e) => format!("Export failed: {e:#}"),
+            },
+        };
+    }
+}
+
+impl NiceEguiApp for CpPianoEditor {
+    fn build(&mut self, _egui: egui::Context, gui: GuiContext, _frame: &mut nice_plug_egui::Frame) -> Result<(), nice_plug_egui::baseview::HandlerError> {
+        self.gui = Some(gui);
+        Ok(())
+    }
+
+    fn editor_closed(&mut self) {
+        self.gui = None;
+    }
+
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut nice_plug_egui::Frame) {
+        let Some(gui) = self.gui.clone() else { return };
+        let setter = gui.param_setter();
+        egui::Frame::new().inner_margin(egui::Margin::same(12)).show(ui, |ui| {
+            ui.heading("CP Piano");
+            ui.label(self.shared.status_text());
+            self.piano_roll(ui);
+            ui.horizontal(|ui| {
+                if ui.button("Regenerate").clicked() {
+                    self.shared.regenerate_requests.fetch_add(1, Ordering::Relaxed);
+                }
+                if ui.button("Export MIDI").clicked() {
+                    self.export();
+                }
+                ui.label(&self.export_message);
+            });
+            egui::Grid::new("params").num_columns(2).show(ui, |ui| {
+                let p = &self.params;
+                ui.label("Seed");
+                ui.add(widgets::ParamSlider::for_param(&p.seed, &setter));
+                ui.end_row();
+                ui.label("Variety");
+                ui.add(widgets::ParamSlider::for_param(&p.variety, &setter));
+                ui.end_row();
+                ui.label("Top-p");
+                ui.add(widgets::ParamSlider::for_param(&p.top_p, &setter));
+                ui.end_row();
+                ui.label("Velocity");
+                ui.add(widgets::ParamSlider::for_param(&p.velocity_scale, &setter));
+                ui.end_row();
+                ui.label("Key lock");
+                ui.add(widgets::ParamSlider::for_param(&p.key_lock, &setter));
+                ui.end_row();
+                ui.label("Max bars");
+                ui.add(widgets::ParamSlider::for_param(&p.max_bars, &setter));
+                ui.end_row();
+                ui.label("Start bar");
+                ui.add(widgets::ParamSlider::for_param(&p.start_bar, &setter));
+                ui.end_row();
+                ui.label("MIDI channel");
+                ui.add(widgets::ParamSlider::for_param(&p.channel, &setter));
+                ui.end_row();
+                ui.label("Follow transport");
+                ui.add(widgets::ParamSlider::for_param(&p.follow_transport, &setter));
+                ui.end_row();
+            });
+        });
+    }
+}

@@ -1,0 +1,100 @@
+//! The inference worker without any plugin format: it loads the shipped model, generates a song
+//! into the ring with its timeline markers, restores a saved song without the model's help,
+//! reports its status, and exports the song as MIDI.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cp_piano::engine::SongEvent;
+use cp_piano::generate::GenerationSettings;
+use cp_piano::midi_import::import_file;
+use cp_piano::worker::{export_midi, spawn, Command, ModelSource, Shared, Status, StoredSong};
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < Duration::from_secs(120), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_worker_generates_restores_and_exports() {
+    let (producer, mut consumer) = rtrb::RingBuffer::new(1 << 16);
+    let shared = Arc::new(Shared::default());
+    let kept: Arc<Mutex<Vec<StoredSong>>> = Arc::default();
+    let sink = kept.clone();
+    let settings = GenerationSettings { seed: 5, max_bars: Some(8), ..Default::default() };
+    let for_requests = settings.clone();
+    let worker = spawn(
+        ModelSource::Shipped,
+        shared.clone(),
+        producer,
+        Box::new(move || for_requests.clone()),
+        Box::new(move |song: &StoredSong| sink.lock().unwrap().push(song.clone())),
+    );
+    worker.commands.send(Command::Generate(settings)).unwrap();
+    wait_for("the song", || kept.lock().unwrap().len() == 1);
+    assert_eq!(shared.status(), Status::Ready);
+    assert!(shared.status_text().starts_with("Ready"), "{}", shared.status_text());
+    let mut events = Vec::new();
+    while let Ok(e) = consumer.pop() {
+        events.push(e);
+    }
+    assert_eq!(events.first(), Some(&SongEvent::Reset));
+    let song = kept.lock().unwrap()[0].clone();
+    assert!(!song.notes.is_empty() && song.end <= 32.0);
+    let notes: Vec<_> = events.iter().filter_map(|e| if let SongEvent::Note(n) = e { Some(*n) } else { None }).collect();
+    assert_eq!(notes, song.notes);
+    // Every note arrives before the marker that declares its beat ready.
+    let mut ready = 0.0;
+    for e in &events {
+        match e {
+            SongEvent::ReadyUntil(b) => ready = *b,
+            SongEvent::Note(n) => assert!(n.start >= ready, "a note at {} came after ReadyUntil({ready})", n.start),
+            _ => {}
+        }
+    }
+    assert_eq!(events.last(), Some(&SongEvent::End(song.end)));
+
+    // Restoring replays the same notes.
+    worker.commands.send(Command::Restore(song.clone())).unwrap();
+    let mut restored = Vec::new();
+    wait_for("the restored song", || {
+        while let Ok(e) = consumer.pop() {
+            restored.push(e);
+        }
+        matches!(restored.last(), Some(SongEvent::End(_)))
+    });
+    let again: Vec<_> = restored.iter().filter_map(|e| if let SongEvent::Note(n) = e { Some(*n) } else { None }).collect();
+    assert_eq!(again, song.notes);
+
+    // A regeneration asked for by the audio thread (an atomic bump) produces another song.
+    shared.regenerate_requests.fetch_add(1, Ordering::Relaxed);
+    wait_for("the regenerated song", || kept.lock().unwrap().len() == 2);
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = export_midi(&song, 97.0, dir.path()).unwrap();
+    let midi = import_file(&path).unwrap();
+    assert_eq!(midi.notes.len(), song.notes.len());
+    assert!((midi.tempos[0].bpm - 97.0).abs() < 0.01);
+    drop(worker);
+}
+
+#[test]
+fn a_missing_weights_folder_is_an_error_status_not_a_crash() {
+    let (producer, _consumer) = rtrb::RingBuffer::new(16);
+    let shared = Arc::new(Shared::default());
+    let worker = spawn(
+        ModelSource::Folder("/no/such/weights".into()),
+        shared.clone(),
+        producer,
+        Box::new(GenerationSettings::default),
+        Box::new(|_: &StoredSong| {}),
+    );
+    wait_for("the error status", || shared.status() == Status::Error);
+    assert!(shared.status_text().contains("/no/such/weights"), "{}", shared.status_text());
+    worker.commands.send(Command::Generate(GenerationSettings::default())).unwrap();
+    drop(worker);
+}
