@@ -97,29 +97,25 @@ impl NiceEguiApp for CpPianoEditor {
                 }
                 ui.label(&self.export_message);
             });
-            egui::Grid::new("params").num_columns(2).show(ui, |ui| {
+            egui::Grid::new("params").num_columns(4).spacing([12.0, 6.0]).show(ui, |ui| {
                 let p = &self.params;
                 ui.label("Seed");
                 ui.add(widgets::ParamSlider::for_param(&p.seed, &setter));
-                ui.end_row();
-                ui.label("Variety");
-                ui.add(widgets::ParamSlider::for_param(&p.variety, &setter));
-                ui.end_row();
-                ui.label("Top-p");
-                ui.add(widgets::ParamSlider::for_param(&p.top_p, &setter));
-                ui.end_row();
-                ui.label("Velocity");
-                ui.add(widgets::ParamSlider::for_param(&p.velocity_scale, &setter));
-                ui.end_row();
                 ui.label("Key lock");
                 ui.add(widgets::ParamSlider::for_param(&p.key_lock, &setter));
                 ui.end_row();
+                ui.label("Variety");
+                ui.add(widgets::ParamSlider::for_param(&p.variety, &setter));
                 ui.label("Max bars");
                 ui.add(widgets::ParamSlider::for_param(&p.max_bars, &setter));
                 ui.end_row();
+                ui.label("Top-p");
+                ui.add(widgets::ParamSlider::for_param(&p.top_p, &setter));
                 ui.label("Start bar");
                 ui.add(widgets::ParamSlider::for_param(&p.start_bar, &setter));
                 ui.end_row();
+                ui.label("Velocity");
+                ui.add(widgets::ParamSlider::for_param(&p.velocity_scale, &setter));
                 ui.label("MIDI channel");
                 ui.add(widgets::ParamSlider::for_param(&p.channel, &setter));
                 ui.end_row();

@@ -88,7 +88,8 @@ pub struct Shared {
     pub tempo_bits: std::sync::atomic::AtomicU64,
     /// The last error, for the editor (never locked by the audio thread).
     pub error: Mutex<String>,
-    /// The current song once complete (never locked by the audio thread).
+    /// The current song: complete, or the bars written so far while generating (never locked
+    /// by the audio thread).
     pub song: Mutex<Option<StoredSong>>,
 }
 
@@ -284,7 +285,19 @@ fn run(
                             notes.push(note);
                             Some(SongEvent::Note(note))
                         }
-                        Event::Bar(b) => Some(SongEvent::ReadyUntil(b as f64 * 4.0)),
+                        Event::Bar(b) => {
+                            // The editor shows the song as it is written, bar by bar.
+                            if let Ok(mut shown) = shared.song.try_lock() {
+                                *shown = Some(StoredSong {
+                                    settings: settings.clone(),
+                                    notes: notes.clone(),
+                                    end: b as f64 * 4.0,
+                                    ended_with_eos: false,
+                                    words: generator.words().len(),
+                                });
+                            }
+                            Some(SongEvent::ReadyUntil(b as f64 * 4.0))
+                        }
                         _ => None,
                     };
                     if let Some(e) = event {
