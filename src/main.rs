@@ -94,6 +94,9 @@ enum Command {
         seed: u64,
         #[arg(long, value_enum, default_value = "cpu")]
         device: DeviceKind,
+        /// Start from these weights (e.g. weights/ or a run's best/) instead of a random model.
+        #[arg(long)]
+        init: Option<PathBuf>,
     },
     /// Generate a song to a MIDI file (the shipped model unless --weights is given).
     Generate {
@@ -330,6 +333,7 @@ fn run(cli: Cli) -> Result<()> {
             save_minutes,
             seed,
             device,
+            init,
         } => {
             let stop = Arc::new(AtomicBool::new(false));
             let flag = stop.clone();
@@ -353,6 +357,7 @@ fn run(cli: Cli) -> Result<()> {
                 seed,
                 cuda: device == DeviceKind::Cuda,
                 progress: true,
+                init,
             };
             let state = cp_piano::train::train(options, resume, stop)?;
             println!(

@@ -51,6 +51,10 @@ pub struct TrainOptions {
     pub cuda: bool,
     /// Show a progress bar.
     pub progress: bool,
+    /// Start a new run from these weights (a weights folder, e.g. `weights/` or a run's
+    /// `best/`) instead of a random model; the preset is then the weights' own config.
+    #[serde(default)]
+    pub init: Option<PathBuf>,
 }
 
 /// What the checkpoint remembers besides tensors.
@@ -218,8 +222,20 @@ pub fn train(options: TrainOptions, resume: bool, stop: Arc<AtomicBool>) -> Resu
         if resume {
             eprintln!("note: {} has no checkpoint; starting a new run", options.out.display());
         }
-        let config = Config::preset(&options.preset).with_context(|| format!("unknown preset {:?}", options.preset))?;
-        let model = Trainable::new(&config, options.seed, &device)?;
+        let (config, model) = match &options.init {
+            Some(dir) => {
+                let weights = crate::checkpoint::Weights::load_dir(dir)?;
+                let config = weights.cp_config()?;
+                let model = Trainable::new(&config, options.seed, &device)?;
+                model.load(&weights.tensors).with_context(|| format!("{}: weights do not fit their config", dir.display()))?;
+                (config, model)
+            }
+            None => {
+                let config = Config::preset(&options.preset).with_context(|| format!("unknown preset {:?}", options.preset))?;
+                let model = Trainable::new(&config, options.seed, &device)?;
+                (config, model)
+            }
+        };
         let optimizer = AdamW::new(model.named_vars(), AdamWConfig::default())?;
         let _ = std::fs::remove_file(&log_path);
         let state = TrainState { step: 0, config, options: options.clone(), best_valid: None, seconds: 0.0, words: 0 };

@@ -51,6 +51,7 @@ fn options(data: &Path, out: &Path, steps: u64) -> TrainOptions {
         seed: 5,
         cuda: false,
         progress: false,
+        init: None,
     }
 }
 
@@ -85,6 +86,12 @@ fn resume_continues_the_same_loss_curve_and_checkpoints_reload_exactly() {
     let state = train(options(&data, &split, 40), true, stop).unwrap();
     assert_eq!(state.step, 40);
     assert_eq!(train_losses(&straight), train_losses(&split));
+
+    // A new run started from exported weights begins where they left off, not at random.
+    let warm = dir.path().join("warm");
+    train(TrainOptions { init: Some(split.join("last")), ..options(&data, &warm, 10) }, false, Arc::new(AtomicBool::new(false))).unwrap();
+    let (fresh, continued) = (train_losses(&straight)[0].1, train_losses(&warm)[0].1);
+    assert!(continued < fresh * 0.8, "from weights: {continued}, from scratch: {fresh}");
 
     // The checkpoint's weights give the same logits as the exported ones, in candle and in the
     // recurrent form.
