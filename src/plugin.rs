@@ -85,7 +85,7 @@ impl Default for CpPianoParams {
             key_lock: IntParam::new("Key lock", 0, IntRange::Linear { min: 0, max: 24 })
                 .with_value_to_string(Arc::new(key_name))
                 .with_string_to_value(Arc::new(key_value)),
-            max_bars: IntParam::new("Max bars", 256, IntRange::Linear { min: 4, max: 512 }),
+            max_bars: IntParam::new("Max bars", 128, IntRange::Linear { min: 4, max: 512 }),
             start_bar: IntParam::new("Start bar", 1, IntRange::Linear { min: 1, max: 999 }),
             channel: IntParam::new("MIDI channel", 1, IntRange::Linear { min: 1, max: 16 }),
             follow_transport: BoolParam::new("Follow transport", true),
