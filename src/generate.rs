@@ -24,14 +24,15 @@ pub struct GenerationSettings {
     pub max_words: usize,
     /// Stop when this many bars are complete.
     pub max_bars: Option<u32>,
-    /// EOS is not sampled before this many bars are complete (an empty song is no song).
+    /// EOS is not sampled before this many bars are complete (default 32: the shipped model
+    /// sometimes ends after a few bars; POP909 songs run ~40-130 bars).
     pub min_bars: u32,
     pub key: Option<Key>,
 }
 
 impl Default for GenerationSettings {
     fn default() -> Self {
-        GenerationSettings { seed: 0, sampling: SamplingSettings::default(), max_words: 8192, max_bars: None, min_bars: 4, key: None }
+        GenerationSettings { seed: 0, sampling: SamplingSettings::default(), max_words: 8192, max_bars: None, min_bars: 32, key: None }
     }
 }
 

@@ -113,7 +113,7 @@ enum Command {
         #[arg(long)]
         max_bars: Option<u32>,
         /// Do not end (EOS) before this many bars.
-        #[arg(long, default_value_t = 4)]
+        #[arg(long, default_value_t = 32)]
         min_bars: u32,
         /// Scales every family's sampling temperature.
         #[arg(long, default_value_t = 1.0)]
