@@ -152,15 +152,6 @@ impl Engine {
         self.expected
     }
 
-    /// Notes in the timeline.
-    pub fn len(&self) -> usize {
-        self.timeline.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.timeline.is_empty()
-    }
-
     /// Ends every sounding note at `offset`.
     pub fn all_notes_off(&mut self, offset: u32, out: &mut impl FnMut(NoteOut)) {
         for s in self.sounding.drain(..) {

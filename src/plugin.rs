@@ -136,11 +136,6 @@ impl Default for CpPiano {
 }
 
 impl CpPiano {
-    /// The worker's shared values (status, progress, the finished song).
-    pub fn shared(&self) -> Arc<worker::Shared> {
-        self.shared.clone()
-    }
-
     /// Starts the worker and gives it the saved song or asks for a new one.
     fn start_worker(&mut self) {
         let weights = self.params.weights.read().map(|w| w.clone()).unwrap_or_default();

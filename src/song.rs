@@ -62,19 +62,4 @@ impl Song {
         self.tempos.sort_by_key(|t| t.tick);
         self.chords.sort_by_key(|c| c.tick);
     }
-
-    /// The tick just after the last note ends (0 for an empty song).
-    pub fn end_tick(&self) -> u32 {
-        self.notes.iter().map(|n| n.onset + n.duration).max().unwrap_or(0)
-    }
-
-    /// Number of bars up to and including the bar of the last note's end.
-    pub fn bars(&self) -> u32 {
-        self.end_tick().div_ceil(TICKS_PER_BAR)
-    }
-
-    /// The tempo in force at `tick` (120 BPM before the first change).
-    pub fn tempo_at(&self, tick: u32) -> f32 {
-        self.tempos.iter().take_while(|t| t.tick <= tick).last().map_or(120.0, |t| t.bpm)
-    }
 }
