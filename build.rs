@@ -1,5 +1,12 @@
-//! Embeds the shipped weights when `weights/` holds them (see src/weights.rs).
+//! Embeds the shipped weights when `weights/` holds them (see src/weights.rs), and marks the
+//! plugin library as never unloaded on Linux.
 fn main() {
+    // A host may dlclose the plugin right after destroying its editor, while the editor's window
+    // thread (baseview) is still tearing down its GL context: with the code unmapped under it,
+    // that thread crashes the host. `-z nodelete` keeps the library mapped once loaded.
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
+        println!("cargo::rustc-cdylib-link-arg=-Wl,-z,nodelete");
+    }
     println!("cargo::rustc-check-cfg=cfg(shipped_weights)");
     println!("cargo::rerun-if-changed=weights/model.safetensors");
     println!("cargo::rerun-if-changed=weights/config.json");

@@ -20,15 +20,21 @@ pub struct Window {
 pub fn windows(data: &Dataset, split: Split, window: usize) -> Vec<Window> {
     let mut out = Vec::new();
     for (i, song) in data.songs.iter().enumerate().filter(|(_, s)| s.split == split) {
-        let steps = song.len.saturating_sub(1);
-        let mut start = 0;
-        while start < steps {
-            let len = window.min(steps - start);
-            out.push(Window { song: i, start, len });
-            start += len;
-        }
+        out.extend(song_windows(song.len.saturating_sub(1), window).map(|(start, len)| Window { song: i, start, len }));
     }
     out
+}
+
+/// `(start, len)` of the windows over a song of `steps` prediction steps: back to back from the
+/// start, except that the last one of a song longer than a window ends at the song's end with a
+/// full window of context (overlapping the one before). The end of a song, and its EOS, is then
+/// learnt with the long context that generation has when it gets there, not after a cut.
+pub fn song_windows(steps: usize, window: usize) -> impl Iterator<Item = (usize, usize)> {
+    let count = steps.div_ceil(window.max(1));
+    (0..count).map(move |k| {
+        let start = if k + 1 == count { steps.saturating_sub(window) } else { k * window };
+        (start, window.min(steps - start))
+    })
 }
 
 /// The batches of one epoch: windows shuffled from (seed, epoch); within groups of 16 batches,
@@ -77,4 +83,27 @@ pub fn make_batch(data: &Dataset, windows: &[Window], d_model: usize, device: &D
         mask: Tensor::from_vec(mask, (b, t), device)?.to_dtype(DType::F32)?,
         positions: Tensor::from_vec(positional_encoding(&positions, d_model), (b, t, d_model), device)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::song_windows;
+
+    #[test]
+    fn windows_cover_every_step_and_the_last_one_ends_the_song_with_full_context() {
+        for (steps, window) in [(0, 8), (5, 8), (8, 8), (9, 8), (17, 8), (2600, 2048), (5639, 2048)] {
+            let all: Vec<(usize, usize)> = song_windows(steps, window).collect();
+            let mut covered = vec![false; steps];
+            for &(start, len) in &all {
+                assert!(len <= window && start + len <= steps);
+                covered[start..start + len].iter_mut().for_each(|c| *c = true);
+            }
+            assert!(covered.iter().all(|&c| c), "steps {steps}: {all:?}");
+            if let Some(&(start, len)) = all.last() {
+                assert_eq!(start + len, steps, "the last window ends the song");
+                assert_eq!(len, window.min(steps), "with as much context as a window holds");
+            }
+            assert_eq!(all.len(), steps.div_ceil(window), "no more windows than needed");
+        }
+    }
 }

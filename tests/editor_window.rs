@@ -75,7 +75,8 @@ fn the_editor_opens_and_draws_in_an_x11_window() {
     conn.create_window(0, window, screen.root, 0, 0, size.width as u16, size.height as u16, 0, WindowClass::INPUT_OUTPUT, 0, &CreateWindowAux::new().background_pixel(screen.white_pixel))
         .unwrap();
     conn.map_window(window).unwrap();
-    conn.flush().unwrap();
+    // A round trip: the server has made the window before the plugin's own connection reparents.
+    conn.get_input_focus().unwrap().reply().expect("the X display answers");
     // SAFETY: the window lives until after the GUI is destroyed below.
     unsafe { gui.set_parent(&handle, Window::from_x11_handle(window as _)) }.expect("the GUI embeds");
     gui.show(&handle).expect("the GUI shows");
