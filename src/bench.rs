@@ -65,7 +65,7 @@ pub fn training_words_per_second(config: &Config, batch: usize, window: usize, s
     let mut timed = 0.0;
     for step in 0..=steps {
         let start = Instant::now();
-        let (loss, _) = model.model.loss(&b, Some(&mut Dropout::new(config.dropout, step as u64)))?;
+        let (loss, _) = model.loss(&b, Some(&mut Dropout::new(config.dropout, step as u64)))?;
         let grads = loss.backward()?;
         optimizer.step(&grads, 1e-4, crate::train::CLIP_NORM)?;
         if step > 0 {

@@ -10,6 +10,8 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::dataset::write_atomically;
 use crate::model::config::Config;
+use crate::model::remi_xl::XlConfig;
+use crate::model::ModelConfig;
 
 /// File names inside a weights folder.
 pub const CONFIG_FILE: &str = "config.json";
@@ -97,10 +99,26 @@ impl Weights {
         Ok(Weights { config_json: config_json.to_string(), tensors })
     }
 
-    /// The CP model's config.
-    pub fn cp_config(&self) -> Result<Config> {
-        let config: Config = serde_json::from_str(&self.config_json).context("config.json is not a CP model config")?;
+    /// The model's config, CP or REMI-XL.
+    pub fn model_config(&self) -> Result<ModelConfig> {
+        let config: ModelConfig = serde_json::from_str(&self.config_json).context("config.json is neither a CP nor a REMI-XL model config")?;
         config.validate().map_err(anyhow::Error::msg)?;
         Ok(config)
+    }
+
+    /// The CP model's config.
+    pub fn cp_config(&self) -> Result<Config> {
+        match self.model_config()? {
+            ModelConfig::Cp(c) => Ok(c),
+            ModelConfig::RemiXl(_) => anyhow::bail!("these are REMI-XL weights; this needs a CP model (use --model remi-xl)"),
+        }
+    }
+
+    /// The REMI-XL model's config.
+    pub fn xl_config(&self) -> Result<XlConfig> {
+        match self.model_config()? {
+            ModelConfig::RemiXl(c) => Ok(c),
+            ModelConfig::Cp(_) => anyhow::bail!("these are CP weights; this needs a REMI-XL model"),
+        }
     }
 }

@@ -16,6 +16,8 @@ use cp_piano::midi_import::import_file;
 use cp_piano::round_trip::RoundTrip;
 use cp_piano::generate::{Finish, GenerationSettings, Generator};
 use cp_piano::model::cp_rnn::Precision;
+use cp_piano::model::ModelKind;
+use cp_piano::remi_generate::{RemiGenerator, SEED_MAX_TOKENS, SEED_SAMPLING};
 use cp_piano::sampling::SamplingSettings;
 use cp_piano::{cp, remi};
 
@@ -24,6 +26,21 @@ use cp_piano::{cp, remi};
 #[cfg(not(feature = "assert-no-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The REMI-XL baseline's weights (weights/remi-xl/), in this binary only: the plugin plays CP.
+fn shipped_remi_xl() -> Option<(&'static str, &'static [u8])> {
+    #[cfg(shipped_remi_xl)]
+    {
+        Some((
+            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/weights/remi-xl/config.json")),
+            include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/weights/remi-xl/model.safetensors")),
+        ))
+    }
+    #[cfg(not(shipped_remi_xl))]
+    {
+        None
+    }
+}
 
 #[derive(Parser)]
 #[command(name = "cp-piano", version, about = "Compound Word Transformer pop-piano generator")]
@@ -65,6 +82,10 @@ enum Command {
         /// A data-set file, the POP909 root, or a folder of MIDI files (built on the fly).
         #[arg(long)]
         data: PathBuf,
+        /// cp (the product) or remi-xl (the baseline).
+        #[arg(long, value_enum, default_value = "cp")]
+        model: ModelKind,
+        /// paper, small or tiny.
         #[arg(long, default_value = "small")]
         preset: String,
         /// Run folder (checkpoint, exported weights, log, loss curve).
@@ -78,7 +99,7 @@ enum Command {
         steps: u64,
         #[arg(long, default_value_t = 2)]
         batch_size: usize,
-        /// Words per training window.
+        /// Words (CP) or tokens (REMI) per training window.
         #[arg(long, default_value_t = 2048)]
         window: usize,
         /// Peak learning rate.
@@ -102,23 +123,27 @@ enum Command {
     Generate {
         #[arg(short, long)]
         out: PathBuf,
+        /// cp (the product) or remi-xl (the baseline).
+        #[arg(long, value_enum, default_value = "cp")]
+        model: ModelKind,
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// A weights folder (config.json + model.safetensors), e.g. a training run's best/.
         #[arg(long)]
         weights: Option<PathBuf>,
-        #[arg(long, default_value_t = 8192)]
-        max_words: usize,
+        /// Word cap (CP, default 8192) or token cap (REMI-XL, default 7680).
+        #[arg(long)]
+        max_words: Option<usize>,
         /// Stop after this many bars.
         #[arg(long)]
         max_bars: Option<u32>,
         /// Do not end (EOS) before this many bars.
         #[arg(long, default_value_t = 32)]
         min_bars: u32,
-        /// Scales every family's sampling temperature.
+        /// Scales every family's sampling temperature (REMI-XL: its 1.2).
         #[arg(long, default_value_t = 1.0)]
         temperature: f32,
-        /// Replaces the nucleus threshold of the families that use one.
+        /// Replaces the nucleus threshold of the families that use one (REMI-XL: its 0.9).
         #[arg(long)]
         top_p: Option<f32>,
         /// A MIDI clip to continue.
@@ -143,6 +168,31 @@ enum Command {
         /// Skip the training-speed figure.
         #[arg(long)]
         no_training: bool,
+    },
+    /// Metrics (H1, H4, GS, CPI, longest repeat, ...) of a folder of MIDI files, or, without
+    /// --midi, the comparison of CP and REMI-XL against the POP909 validation songs.
+    Eval {
+        /// A folder of MIDI files to measure (instead of the comparison).
+        #[arg(long)]
+        midi: Option<PathBuf>,
+        /// Songs per model in the comparison (seeds 0..N).
+        #[arg(long, default_value_t = 50)]
+        songs: usize,
+        /// The POP909 root (validation songs and losses); the comparison skips both without it.
+        #[arg(long)]
+        pop909: Option<PathBuf>,
+        /// CP weights (default: the shipped ones).
+        #[arg(long)]
+        cp_weights: Option<PathBuf>,
+        /// REMI-XL weights (default: the shipped weights/remi-xl).
+        #[arg(long)]
+        remi_weights: Option<PathBuf>,
+        /// Neither model ends a song before this many bars.
+        #[arg(long, default_value_t = 32)]
+        min_bars: u32,
+        /// Output folder (report.md, figures, songs).
+        #[arg(short, long, default_value = "runs/eval")]
+        out: PathBuf,
     },
     /// Copy a weights folder (e.g. a run's best/) into another, in bf16 (to ship) or f32.
     ExportWeights {
@@ -196,7 +246,47 @@ fn tokens(file: &PathBuf, repr: Representation, quiet: bool, pop909: bool) -> Re
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Prints the summary line of a generated song and writes it.
+fn write_song(out: &PathBuf, grid: &Grid, steps: usize, sampled: usize, finish: Option<Finish>, seconds: f64, unit: &str) -> Result<()> {
+    let song = grid.to_song();
+    let bytes = cp_piano::midi_export::export_bytes(&song, 0);
+    dataset::write_atomically(out, &bytes).with_context(|| out.display().to_string())?;
+    println!(
+        "{}: {steps} {unit}s ({sampled} sampled), {} bars, {} notes, EOS: {}, {:.2} s, {:.3} ms per {unit}",
+        out.display(),
+        grid.bars,
+        song.notes.len(),
+        match finish {
+            Some(Finish::Eos) => "yes".to_string(),
+            other => format!("no ({other:?})"),
+        },
+        seconds,
+        seconds * 1000.0 / sampled.max(1) as f64
+    );
+    Ok(())
+}
+
+fn generate_remi(out: PathBuf, settings: GenerationSettings, scale: f32, top_p: Option<f32>, weights: Option<PathBuf>, prime: Option<PathBuf>, precision: Precision) -> Result<()> {
+    let model = cp_piano::weights::load_remi_xl_stream(weights.as_deref(), shipped_remi_xl(), precision)?;
+    let prime_tokens = match &prime {
+        Some(path) => {
+            let song = import_file(path).with_context(|| path.display().to_string())?;
+            remi::encode(&Grid::from_song(&song))
+        }
+        None => vec![remi::BAR],
+    };
+    let sampling = cp_piano::sampling::FamilySampling {
+        temperature: SEED_SAMPLING.temperature * scale.max(1e-3),
+        top_p: top_p.map(|p| p.clamp(0.0, 1.0)).or(SEED_SAMPLING.top_p),
+    };
+    let start = Instant::now();
+    let mut generator = RemiGenerator::with_prime(&model, settings, sampling, &prime_tokens);
+    let primed = generator.tokens().len();
+    let grid = generator.run_to_end();
+    let seconds = start.elapsed().as_secs_f64();
+    write_song(&out, &grid, generator.tokens().len(), generator.tokens().len() - primed, generator.finish(), seconds, "token")
+}
+
 fn generate(
     out: PathBuf,
     settings: GenerationSettings,
@@ -217,25 +307,7 @@ fn generate(
     let primed = generator.words().len();
     let grid = generator.run_to_end();
     let seconds = start.elapsed().as_secs_f64();
-    let song = grid.to_song();
-    let bytes = cp_piano::midi_export::export_bytes(&song, 0);
-    dataset::write_atomically(&out, &bytes).with_context(|| out.display().to_string())?;
-    let sampled = generator.words().len() - primed;
-    println!(
-        "{}: {} words ({} sampled), {} bars, {} notes, EOS: {}, {:.2} s, {:.3} ms per word",
-        out.display(),
-        generator.words().len(),
-        sampled,
-        grid.bars,
-        song.notes.len(),
-        match generator.finish() {
-            Some(Finish::Eos) => "yes".to_string(),
-            other => format!("no ({other:?})"),
-        },
-        seconds,
-        seconds * 1000.0 / sampled.max(1) as f64
-    );
-    Ok(())
+    write_song(&out, &grid, generator.words().len(), generator.words().len() - primed, generator.finish(), seconds, "word")
 }
 
 fn bench(words: usize, weights: Option<PathBuf>, no_training: bool) -> Result<()> {
@@ -270,6 +342,42 @@ fn bench(words: usize, weights: Option<PathBuf>, no_training: bool) -> Result<()
     Ok(())
 }
 
+fn eval(midi: Option<PathBuf>, songs: usize, pop909: Option<PathBuf>, cp_weights: Option<PathBuf>, remi_weights: Option<PathBuf>, min_bars: u32, out: PathBuf) -> Result<()> {
+    use cp_piano::checkpoint::Weights;
+    use cp_piano::eval::{compare, folder_metrics, CompareOptions, Group};
+    if let Some(dir) = midi {
+        let (results, skipped) = folder_metrics(&dir, true)?;
+        for (name, reason) in &skipped {
+            println!("skipped {name}: {reason}");
+        }
+        for r in &results {
+            let m = r.metrics;
+            println!(
+                "{}: {} bars, {} notes, H1 {:.3}, H4 {:.3}, GS {:.3}, CPI {:.3}, longest repeat {} bars",
+                r.name, m.bars, m.notes, m.h1, m.h4, m.gs, m.cpi, m.longest_repeat_bars
+            );
+        }
+        let s = Group { name: dir.display().to_string(), unit: "word", songs: results, parameters: None, validation_loss: None }.summary();
+        println!(
+            "mean of {} songs: {:.1} bars, {:.0} notes, H1 {:.3}, H4 {:.3}, GS {:.3}, CPI {:.3}, longest repeat {:.1} bars",
+            s.songs, s.bars, s.notes, s.h1, s.h4, s.gs, s.cpi, s.longest_repeat
+        );
+        return Ok(());
+    }
+    let cp = cp_piano::weights::load_weights(cp_weights.as_deref())?;
+    let remi_xl = match (&remi_weights, shipped_remi_xl()) {
+        (Some(dir), _) => Weights::load_dir(dir)?,
+        (None, Some((config, bytes))) => Weights::from_bytes(config, bytes)?,
+        (None, None) => anyhow::bail!("this build has no REMI-XL weights (weights/remi-xl/ is empty): pass --remi-weights DIR"),
+    };
+    let command = std::iter::once("cp-piano".to_string()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ");
+    let start = Instant::now();
+    let report = compare(&CompareOptions { songs: songs.max(1), pop909, cp, remi_xl, min_bars, out: out.clone(), progress: true, command })?;
+    println!("{report}");
+    println!("written to {} in {:.0} s", out.display(), start.elapsed().as_secs_f64());
+    Ok(())
+}
+
 fn build_dataset(midi: PathBuf, pop909: bool, repr: Representation, out: PathBuf) -> Result<()> {
     let start = Instant::now();
     let source = if pop909 { Source::Pop909(midi.clone()) } else { Source::MidiFolder(midi.clone()) };
@@ -297,21 +405,26 @@ fn build_dataset(midi: PathBuf, pop909: bool, repr: Representation, out: PathBuf
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Generate { out, seed, weights, max_words, max_bars, min_bars, temperature, top_p, prime, key, precision } => {
+        Command::Generate { out, model, seed, weights, max_words, max_bars, min_bars, temperature, top_p, prime, key, precision } => {
+            let default_cap = if model == ModelKind::Cp { GenerationSettings::default().max_words } else { SEED_MAX_TOKENS };
             let settings = GenerationSettings {
                 seed,
                 sampling: SamplingSettings::default().adjusted(temperature, top_p),
-                max_words,
+                max_words: max_words.unwrap_or(default_cap),
                 max_bars,
                 min_bars,
                 key,
             };
-            generate(out, settings, weights, prime, precision)
+            match model {
+                ModelKind::Cp => generate(out, settings, weights, prime, precision),
+                ModelKind::RemiXl => generate_remi(out, settings, temperature, top_p, weights, prime, precision),
+            }
         }
         Command::Bench { words, weights, no_training } => bench(words, weights, no_training),
+        Command::Eval { midi, songs, pop909, cp_weights, remi_weights, min_bars, out } => eval(midi, songs, pop909, cp_weights, remi_weights, min_bars, out),
         Command::ExportWeights { from, to, f32 } => {
             let weights = cp_piano::checkpoint::Weights::load_dir(&from)?;
-            weights.cp_config()?;
+            weights.model_config()?;
             let mut tensors: Vec<(String, candle_core::Tensor)> = weights.tensors.into_iter().collect();
             tensors.sort_by(|a, b| a.0.cmp(&b.0));
             let dtype = if f32 { candle_core::DType::F32 } else { candle_core::DType::BF16 };
@@ -321,6 +434,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Train {
             data,
+            model,
             preset,
             out,
             resume,
@@ -345,6 +459,7 @@ fn run(cli: Cli) -> Result<()> {
             })?;
             let options = cp_piano::train::TrainOptions {
                 data,
+                model,
                 preset,
                 out,
                 steps,

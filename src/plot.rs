@@ -180,3 +180,65 @@ pub fn loss_curve(log: &[LogLine], path: &Path) -> Result<()> {
     let valid: Vec<(f64, f64)> = log.iter().filter_map(|l| l.valid_loss.map(|v| (l.step as f64, v))).collect();
     line_chart("loss per step", &[("train", BLUE, train), ("valid", RED, valid)], path)
 }
+
+/// Side-by-side bar panels, one per metric, each with its own scale from 0: `panels` holds
+/// (metric name, bars as (label, colour, value)); NaN values are left out. A legend of the
+/// bar labels sits under the title.
+pub fn bar_panels(title: &str, panels: &[(&str, Vec<(&str, Rgb, f64)>)], path: &Path) -> Result<()> {
+    let panel_w = 220usize;
+    let (w, h) = ((panel_w * panels.len()).max(300) + 40, 480usize);
+    let (top, bottom) = (110.0, 60.0);
+    let mut canvas = Canvas::new(w, h);
+    canvas.text(20, 15, title, BLACK, 3);
+    if let Some((_, bars)) = panels.first() {
+        let mut x = 20;
+        for (label, color, _) in bars {
+            canvas.rect(x, 52, x + 12, 64, *color);
+            canvas.text(x + 18, 52, label, BLACK, 2);
+            x += 30 + label.len() as i64 * 8;
+        }
+    }
+    for (p, (name, bars)) in panels.iter().enumerate() {
+        let x0 = 40.0 + (p * panel_w) as f64;
+        let max = bars.iter().map(|b| b.2).filter(|v| v.is_finite()).fold(0f64, f64::max).max(1e-9) * 1.15;
+        let py = |v: f64| h as f64 - bottom - v / max * (h as f64 - top - bottom);
+        canvas.line((x0, top), (x0, h as f64 - bottom), BLACK, 1);
+        canvas.line((x0, h as f64 - bottom), (x0 + panel_w as f64 - 30.0, h as f64 - bottom), BLACK, 1);
+        canvas.text(x0 as i64 + 10, h as i64 - bottom as i64 + 15, name, BLACK, 3);
+        let bar_w = (panel_w as f64 - 50.0) / bars.len().max(1) as f64;
+        for (i, (_, color, value)) in bars.iter().enumerate() {
+            if !value.is_finite() {
+                continue;
+            }
+            let bx = x0 + 10.0 + i as f64 * bar_w;
+            canvas.rect(bx as i64, py(*value) as i64, (bx + bar_w - 8.0) as i64, (h as f64 - bottom) as i64 - 1, *color);
+            canvas.text(bx as i64, py(*value) as i64 - 14, &format!("{value:.2}"), BLACK, 2);
+        }
+    }
+    canvas.save_png(path)
+}
+
+/// A piano roll of a song's first `bars` bars: time across (bar lines in grey), pitch up.
+pub fn piano_roll(title: &str, grid: &crate::grid::Grid, bars: u32, color: Rgb, path: &Path) -> Result<()> {
+    use crate::grid::{PITCH_MAX, PITCH_MIN};
+    use crate::song::POSITIONS_PER_BAR;
+    let (left, top, cell_w, cell_h) = (20i64, 50i64, 3i64, 4i64);
+    let positions = (bars.max(1) * POSITIONS_PER_BAR) as i64;
+    let pitches = (PITCH_MAX - PITCH_MIN + 1) as i64;
+    let mut canvas = Canvas::new((left * 2 + positions * cell_w) as usize, (top + 20 + pitches * cell_h) as usize);
+    canvas.text(left, 15, title, BLACK, 3);
+    for bar in 0..=bars as i64 {
+        let x = left + bar * POSITIONS_PER_BAR as i64 * cell_w;
+        canvas.line((x as f64, top as f64), (x as f64, (top + pitches * cell_h) as f64), GREY, 1);
+    }
+    for slot in grid.slots.iter().filter(|s| (s.position as i64) < positions) {
+        for n in &slot.notes {
+            let x0 = left + slot.position as i64 * cell_w;
+            let length = (n.duration as i64).max(1);
+            let x1 = (x0 + length * cell_w - 1).min(left + positions * cell_w);
+            let y = top + (PITCH_MAX - n.pitch) as i64 * cell_h;
+            canvas.rect(x0, y, x1, y + cell_h - 2, color);
+        }
+    }
+    canvas.save_png(path)
+}

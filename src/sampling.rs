@@ -1,7 +1,8 @@
 //! Sampling of one token from logits: temperature, then nucleus (top-p) as the paper's code
 //! does it (keep the most likely tokens up to and including the first whose cumulative
-//! probability exceeds p), from a seeded generator. Masked logits (-inf) are never drawn.
-//! No allocation per call: scratch space is passed in.
+//! probability exceeds p; the top 3 if rounding keeps the sum below p), from a seeded
+//! generator. Masked logits (-inf) are never drawn. No allocation per call: scratch space is
+//! passed in.
 
 use crate::cp::FAMILIES;
 use crate::model::init::Rng;
@@ -86,6 +87,8 @@ pub fn sample(logits: &mut [f32], how: FamilySampling, rng: &mut Rng, scratch: &
     let mut kept = probs.len();
     if let Some(p) = how.top_p {
         probs.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        // As the seed's code: when rounding keeps the sum from crossing p (< 1), the top 3.
+        kept = if p < 1.0 { probs.len().min(3) } else { probs.len() };
         let mut cumulative = 0f32;
         for (n, &(q, _)) in probs.iter().enumerate() {
             cumulative += q;

@@ -18,11 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::batches::{epoch_batches, make_batch, windows, Window};
 use crate::checkpoint::{export_weights, load_checkpoint, save_checkpoint};
-use crate::cp::{FAMILIES, FAMILY_NAMES};
-use crate::dataset::{self, Dataset, Representation, Source, Split};
-use crate::model::config::Config;
+use crate::dataset::{self, Dataset, Source, Split};
 use crate::model::cp_transformer::Dropout;
-use crate::model::Trainable;
+use crate::model::{ModelConfig, ModelKind, Trainable};
 use crate::optim::{learning_rate, AdamW, AdamWConfig};
 use crate::plot;
 
@@ -34,12 +32,15 @@ pub const CLIP_NORM: f64 = 3.0;
 pub struct TrainOptions {
     /// A data-set file, the POP909 root, or a folder of MIDI files.
     pub data: PathBuf,
+    /// CP (the product) or REMI-XL (the baseline).
+    #[serde(default)]
+    pub model: ModelKind,
     pub preset: String,
     pub out: PathBuf,
     /// Total optimizer steps (the cosine schedule ends here).
     pub steps: u64,
     pub batch_size: usize,
-    /// Words per window.
+    /// Words (CP) or tokens (REMI) per window.
     pub window: usize,
     pub lr: f64,
     pub warmup: u64,
@@ -61,7 +62,7 @@ pub struct TrainOptions {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainState {
     pub step: u64,
-    pub config: Config,
+    pub config: ModelConfig,
     pub options: TrainOptions,
     pub best_valid: Option<f64>,
     pub seconds: f64,
@@ -111,31 +112,32 @@ impl LogLine {
     }
 }
 
-/// Loads the data named by `--data`: a data-set file, the POP909 root (index.csv inside), or a
-/// plain folder of MIDI files (built on the fly).
-pub fn load_data(path: &Path, progress: bool) -> Result<Dataset> {
+/// Loads the data named by `--data` for a model kind: a data-set file, the POP909 root
+/// (index.csv inside), or a plain folder of MIDI files (built on the fly).
+pub fn load_data(path: &Path, kind: ModelKind, progress: bool) -> Result<Dataset> {
+    let repr = kind.representation();
     let data = if path.is_file() {
         Dataset::load(path)?
     } else if path.join("index.csv").is_file() {
-        dataset::build(&Source::Pop909(path.to_path_buf()), Representation::Cp, progress)?
+        dataset::build(&Source::Pop909(path.to_path_buf()), repr, progress)?
     } else if path.is_dir() {
-        dataset::build(&Source::MidiFolder(path.to_path_buf()), Representation::Cp, progress)?
+        dataset::build(&Source::MidiFolder(path.to_path_buf()), repr, progress)?
     } else {
         bail!("{}: no such file or folder", path.display());
     };
-    if data.representation != Representation::Cp {
-        bail!("{}: a {:?} data set; the CP model needs CP words", path.display(), data.representation);
+    if data.representation != repr {
+        bail!("{}: a {:?} data set; the {kind:?} model needs {repr:?} tokens", path.display(), data.representation);
     }
     Ok(data)
 }
 
-/// Mean validation loss per family over `valid` windows (no dropout).
+/// Mean validation loss per family (CP) or per token (REMI) over `valid` windows (no dropout).
 pub fn validate(model: &Trainable, data: &Dataset, valid: &[Window], batch_size: usize, device: &Device) -> Result<Vec<f64>> {
-    let mut sums = [0f64; FAMILIES];
+    let mut sums = vec![0f64; model.config.loss_names().len()];
     let mut words = 0f64;
     for chunk in valid.chunks(batch_size) {
-        let batch = make_batch(data, chunk, model.model.config.d_model, device)?;
-        let (_, per_family) = model.model.loss(&batch, None)?;
+        let batch = make_batch(data, chunk, model.config.d_model(), device)?;
+        let (_, per_family) = model.loss(&batch, None)?;
         let n = chunk.iter().map(|w| w.len).sum::<usize>() as f64;
         for (s, l) in sums.iter_mut().zip(per_family.to_vec1::<f32>()?) {
             *s += l as f64 * n;
@@ -189,7 +191,7 @@ impl Run {
 /// Trains (or resumes) a run. Returns the final state.
 pub fn train(options: TrainOptions, resume: bool, stop: Arc<AtomicBool>) -> Result<TrainState> {
     let device = crate::model::cp_transformer::device(options.cuda)?;
-    let data = load_data(&options.data, options.progress)?;
+    let data = load_data(&options.data, options.model, options.progress)?;
     let train_windows = windows(&data, Split::Train, options.window);
     let valid_windows = windows(&data, Split::Valid, options.window);
     if train_windows.is_empty() {
@@ -201,7 +203,10 @@ pub fn train(options: TrainOptions, resume: bool, stop: Arc<AtomicBool>) -> Resu
     let mut run = if resume && checkpoint.exists() {
         let ck = load_checkpoint(&checkpoint, &device)?;
         let mut state: TrainState = serde_json::from_str(&ck.state_json).context("checkpoint state")?;
-        let model = Trainable::new(&state.config, state.options.seed, &device)?;
+        if state.config.kind() != options.model {
+            bail!("{}: a {:?} run; pass --model accordingly", options.out.display(), state.config.kind());
+        }
+        let model = Trainable::new(state.config.clone(), state.options.seed, &device)?;
         model.load(&ck.model)?;
         let mut optimizer = AdamW::new(model.named_vars(), AdamWConfig::default())?;
         optimizer.load_state(|n| ck.optimizer.get(n).cloned(), state.step)?;
@@ -225,14 +230,17 @@ pub fn train(options: TrainOptions, resume: bool, stop: Arc<AtomicBool>) -> Resu
         let (config, model) = match &options.init {
             Some(dir) => {
                 let weights = crate::checkpoint::Weights::load_dir(dir)?;
-                let config = weights.cp_config()?;
-                let model = Trainable::new(&config, options.seed, &device)?;
+                let config = weights.model_config()?;
+                if config.kind() != options.model {
+                    bail!("{}: {:?} weights; pass --model accordingly", dir.display(), config.kind());
+                }
+                let model = Trainable::new(config.clone(), options.seed, &device)?;
                 model.load(&weights.tensors).with_context(|| format!("{}: weights do not fit their config", dir.display()))?;
                 (config, model)
             }
             None => {
-                let config = Config::preset(&options.preset).with_context(|| format!("unknown preset {:?}", options.preset))?;
-                let model = Trainable::new(&config, options.seed, &device)?;
+                let config = options.model.preset(&options.preset).with_context(|| format!("unknown preset {:?} (paper, small or tiny)", options.preset))?;
+                let model = Trainable::new(config.clone(), options.seed, &device)?;
                 (config, model)
             }
         };
@@ -272,9 +280,9 @@ pub fn train(options: TrainOptions, resume: bool, stop: Arc<AtomicBool>) -> Resu
         }
         let windows = &epoch_cache.as_ref().expect("just set").1[(step % batches_per_epoch) as usize];
         let started = Instant::now();
-        let batch = make_batch(&data, windows, run.state.config.d_model, &run.device)?;
-        let mut dropout = Dropout::new(run.state.config.dropout, o.seed ^ (step + 1).wrapping_mul(0x9E3779B97F4A7C15));
-        let (loss, _) = run.model.model.loss(&batch, Some(&mut dropout))?;
+        let batch = make_batch(&data, windows, run.state.config.d_model(), &run.device)?;
+        let mut dropout = Dropout::new(run.state.config.dropout(), o.seed ^ (step + 1).wrapping_mul(0x9E3779B97F4A7C15));
+        let (loss, _) = run.model.loss(&batch, Some(&mut dropout))?;
         let loss_value = loss.to_scalar::<f32>()? as f64;
         if !loss_value.is_finite() {
             bail!("loss became {loss_value} at step {step}; the last checkpoint is intact (lower --lr and resume)");
@@ -299,8 +307,8 @@ pub fn train(options: TrainOptions, resume: bool, stop: Arc<AtomicBool>) -> Resu
         let evaluate = step % o.eval_every == 0 || step == o.steps;
         if evaluate && !valid_windows.is_empty() {
             let family = validate(&run.model, &data, &valid_windows, o.batch_size, &run.device)?;
-            let mean = family.iter().sum::<f64>() / FAMILIES as f64;
-            let summary: Vec<String> = FAMILY_NAMES.iter().zip(&family).map(|(n, l)| format!("{n} {l:.3}")).collect();
+            let mean = family.iter().sum::<f64>() / family.len() as f64;
+            let summary: Vec<String> = run.state.config.loss_names().iter().zip(&family).map(|(n, l)| format!("{n} {l:.3}")).collect();
             bar.println(format!("step {step}: validation {mean:.4} ({})", summary.join(", ")));
             append_log(&log_path, &LogLine::valid(step, run.state.seconds, lr, family))?;
             if run.state.best_valid.is_none_or(|b| mean < b) {

@@ -7,6 +7,7 @@ use anyhow::{bail, Result};
 
 use crate::checkpoint::Weights;
 use crate::model::cp_rnn::{CpRnn, Precision};
+use crate::model::remi_xl_stream::RemiXlStream;
 
 /// The shipped weights (config JSON, safetensors bytes), when this build has them.
 pub fn shipped() -> Option<(&'static str, &'static [u8])> {
@@ -38,4 +39,15 @@ pub fn load_weights(dir: Option<&Path>) -> Result<Weights> {
 pub fn load_cp_rnn(dir: Option<&Path>, precision: Precision) -> Result<CpRnn> {
     let weights = load_weights(dir)?;
     CpRnn::from_tensors(&weights.cp_config()?, &weights.tensors, precision)
+}
+
+/// The streaming REMI-XL model from `dir`, or from `shipped` (config JSON, safetensors bytes:
+/// the command line embeds weights/remi-xl/) when `dir` is `None`.
+pub fn load_remi_xl_stream(dir: Option<&Path>, shipped: Option<(&str, &[u8])>, precision: Precision) -> Result<RemiXlStream> {
+    let weights = match (dir, shipped) {
+        (Some(dir), _) => Weights::load_dir(dir)?,
+        (None, Some((config, bytes))) => Weights::from_bytes(config, bytes)?,
+        (None, None) => bail!("this build has no REMI-XL weights (weights/remi-xl/ is empty): pass --weights DIR, e.g. a run's best/ folder"),
+    };
+    RemiXlStream::from_tensors(&weights.xl_config()?, &weights.tensors, precision)
 }

@@ -59,7 +59,7 @@ fn every_parameter_receives_a_gradient() {
     let model = Trainable::new(&config, 1, &Device::Cpu).unwrap();
     let words = random_words(130, 2);
     let batch = batch_of(&words, config.d_model);
-    let (loss, _) = model.model.loss(&batch, Some(&mut Dropout::new(0.1, 3))).unwrap();
+    let (loss, _) = model.loss(&batch, Some(&mut Dropout::new(0.1, 3))).unwrap();
     let grads = loss.backward().unwrap();
     for (name, var) in model.named_vars() {
         let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{name} has no gradient"));
@@ -76,10 +76,10 @@ fn recurrent_form_equals_the_training_form_over_300_steps() {
     let model = Trainable::new(&config, 7, &Device::Cpu).unwrap();
     let words = random_words(301, 8);
     let batch = batch_of(&words, config.d_model);
-    let hidden = model.model.hidden(&batch.inputs, &batch.positions, None).unwrap();
+    let hidden = model.cp().hidden(&batch.inputs, &batch.positions, None).unwrap();
     let types = batch.targets.narrow(D::Minus1, Family::Type.index(), 1).unwrap().squeeze(D::Minus1).unwrap();
     let logits: Vec<Vec<Vec<f32>>> = model
-        .model
+        .cp()
         .logits(&hidden, &types)
         .unwrap()
         .iter()

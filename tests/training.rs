@@ -19,7 +19,11 @@ use cp_piano::key::Key;
 use cp_piano::midi_export::export_bytes;
 use cp_piano::midi_import::import_bytes;
 use cp_piano::model::cp_rnn::{CpRnn, Precision};
-use cp_piano::model::Trainable;
+use cp_piano::model::cp_rnn::Precision as StreamPrecision;
+use cp_piano::model::remi_xl_stream::RemiXlStream;
+use cp_piano::model::{ModelKind, Trainable};
+use cp_piano::remi;
+use cp_piano::remi_generate::{RemiGenerator, SEED_SAMPLING};
 use cp_piano::train::{read_log, train, TrainOptions};
 
 /// A corpus of 24 short songs written as MIDI files, built into a CP data set file.
@@ -39,6 +43,7 @@ fn corpus(dir: &Path) -> std::path::PathBuf {
 fn options(data: &Path, out: &Path, steps: u64) -> TrainOptions {
     TrainOptions {
         data: data.to_path_buf(),
+        model: ModelKind::Cp,
         preset: "tiny".into(),
         out: out.to_path_buf(),
         steps,
@@ -106,8 +111,8 @@ fn resume_continues_the_same_loss_curve_and_checkpoints_reload_exactly() {
     let pos: Vec<u32> = (0..64).collect();
     let pe = Tensor::from_vec(cp_piano::model::cp_transformer::positional_encoding(&pos, config.d_model), (1, 64, config.d_model), &Device::Cpu).unwrap();
     let types = ids.narrow(D::Minus1, Family::Type.index(), 1).unwrap().squeeze(D::Minus1).unwrap();
-    let la = a.model.logits(&a.model.hidden(&ids, &pe, None).unwrap(), &types).unwrap();
-    let lb = b.model.logits(&b.model.hidden(&ids, &pe, None).unwrap(), &types).unwrap();
+    let la = a.cp().logits(&a.cp().hidden(&ids, &pe, None).unwrap(), &types).unwrap();
+    let lb = b.cp().logits(&b.cp().hidden(&ids, &pe, None).unwrap(), &types).unwrap();
     for (x, y) in la.iter().zip(&lb) {
         assert_eq!(x.flatten_all().unwrap().to_vec1::<f32>().unwrap(), y.flatten_all().unwrap().to_vec1::<f32>().unwrap());
     }
@@ -183,4 +188,49 @@ fn the_shipped_weights_generate_songs_with_notes() {
     }
     println!("{ended} of 5 songs ended with EOS within 1500 words");
     let _: HashMap<String, Tensor> = weights.tensors;
+}
+
+#[test]
+fn remi_xl_trains_resumes_exactly_and_generates_reproducibly() {
+    let dir = tempfile::tempdir().unwrap();
+    corpus(dir.path());
+    let midi = dir.path().join("midi");
+    // The CP data set file is refused for REMI-XL; the MIDI folder is built as REMI tokens.
+    let cp_file = dir.path().join("data.bin");
+    let xl = |data: &Path, out: &Path, steps| TrainOptions { model: ModelKind::RemiXl, window: 96, ..options(data, out, steps) };
+    let refused = train(xl(&cp_file, &dir.path().join("bad"), 5), false, Arc::new(AtomicBool::new(false)));
+    assert!(refused.unwrap_err().to_string().contains("needs Remi tokens"));
+
+    let straight = dir.path().join("xl");
+    train(xl(&midi, &straight, 150), false, Arc::new(AtomicBool::new(false))).unwrap();
+    let losses = train_losses(&straight);
+    let (first, last) = (losses[0].1, losses.last().unwrap().1);
+    println!("REMI-XL train loss {first:.3} at step 10 -> {last:.3} at step 150");
+    assert!(last < first * 0.5, "loss {first} -> {last}");
+    let (whole, split) = (dir.path().join("xl-40"), dir.path().join("xl-20-20"));
+    train(xl(&midi, &whole, 40), false, Arc::new(AtomicBool::new(false))).unwrap();
+    train(xl(&midi, &split, 20), false, Arc::new(AtomicBool::new(false))).unwrap();
+    train(xl(&midi, &split, 40), true, Arc::new(AtomicBool::new(false))).unwrap();
+    assert_eq!(train_losses(&split), train_losses(&whole), "20 + 20 steps == 40 steps");
+    // Resuming with the wrong --model says so.
+    let wrong = train(options(&midi, &split, 50), true, Arc::new(AtomicBool::new(false)));
+    assert!(wrong.unwrap_err().to_string().contains("RemiXl run"));
+
+    let weights = Weights::load_dir(&straight.join("best")).unwrap();
+    let model = RemiXlStream::from_tensors(&weights.xl_config().unwrap(), &weights.tensors, StreamPrecision::F32).unwrap();
+    let settings = GenerationSettings { seed: 3, max_words: 600, min_bars: 0, key: Some("D".parse::<Key>().unwrap()), ..GenerationSettings::default() };
+    let song = |s: &GenerationSettings| {
+        let mut g = RemiGenerator::with_prime(&model, s.clone(), SEED_SAMPLING, &[]);
+        let grid = g.run_to_end();
+        (g.tokens().to_vec(), grid, g.finish())
+    };
+    let (tokens, grid, finish) = song(&settings);
+    assert_eq!(song(&settings).0, tokens, "same seed, same song");
+    assert_ne!(song(&GenerationSettings { seed: 4, ..settings.clone() }).0, tokens);
+    assert!(tokens.len() <= 600);
+    assert!(finish.is_some());
+    assert!(grid.note_count() > 0, "a trained model writes notes");
+    let key = "D".parse::<Key>().unwrap();
+    assert!(grid.slots.iter().flat_map(|s| &s.notes).all(|n| key.contains(n.pitch)), "every pitch is in D major");
+    assert!(tokens.iter().all(|&t| (t as usize) < remi::VOCAB_SIZE));
 }

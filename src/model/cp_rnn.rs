@@ -50,7 +50,7 @@ pub struct Linear {
     cols: usize,
 }
 
-fn tensor_f32(tensors: &HashMap<String, Tensor>, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
+pub(crate) fn tensor_f32(tensors: &HashMap<String, Tensor>, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
     let t = tensors.get(name).with_context(|| format!("weights lack {name}"))?;
     let dims = t.dims().to_vec();
     let v = t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
@@ -58,9 +58,26 @@ fn tensor_f32(tensors: &HashMap<String, Tensor>, name: &str) -> Result<(Vec<f32>
 }
 
 impl Linear {
-    fn load(tensors: &HashMap<String, Tensor>, prefix: &str, rows: usize, cols: usize, precision: Precision) -> Result<Linear> {
+    /// Loads `{prefix}.weight` and `{prefix}.bias`.
+    pub(crate) fn load(tensors: &HashMap<String, Tensor>, prefix: &str, rows: usize, cols: usize, precision: Precision) -> Result<Linear> {
+        let bias = tensor_f32(tensors, &format!("{prefix}.bias"))?;
+        Linear::load_with_bias(tensors, prefix, rows, cols, precision, bias)
+    }
+
+    /// Loads `{prefix}.weight` of a layer that has no bias.
+    pub(crate) fn load_without_bias(tensors: &HashMap<String, Tensor>, prefix: &str, rows: usize, cols: usize, precision: Precision) -> Result<Linear> {
+        Linear::load_with_bias(tensors, prefix, rows, cols, precision, (vec![0.0; rows], vec![rows]))
+    }
+
+    fn load_with_bias(
+        tensors: &HashMap<String, Tensor>,
+        prefix: &str,
+        rows: usize,
+        cols: usize,
+        precision: Precision,
+        (b, bdims): (Vec<f32>, Vec<usize>),
+    ) -> Result<Linear> {
         let (w, dims) = tensor_f32(tensors, &format!("{prefix}.weight"))?;
-        let (b, bdims) = tensor_f32(tensors, &format!("{prefix}.bias"))?;
         if dims != [rows, cols] || bdims != [rows] {
             bail!("{prefix}: weight {dims:?} / bias {bdims:?}, expected [{rows}, {cols}] / [{rows}]");
         }
@@ -118,6 +135,8 @@ impl Linear {
         weights + self.b.len() * 4
     }
 }
+
+pub(crate) use kernels::dot;
 
 /// Matrix-vector kernels, compiled twice: for AVX2+FMA (picked at run time where the CPU has
 /// them) and for the baseline target.
@@ -207,6 +226,23 @@ mod kernels {
     }
 
 
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dot_avx2(a: &[f32], x: &[f32]) -> f32 {
+        dot_f32(a, x)
+    }
+
+    /// The dot product of two equally long vectors.
+    pub fn dot(a: &[f32], x: &[f32]) -> f32 {
+        debug_assert_eq!(a.len(), x.len());
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports the features the function was compiled for.
+            return unsafe { dot_avx2(a, x) };
+        }
+        dot_f32(a, x)
+    }
+
     pub fn matvec_f32(w: &[f32], x: &[f32], b: &[f32], out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
@@ -229,7 +265,7 @@ mod kernels {
 }
 
 /// LayerNorm in place.
-fn layer_norm(x: &mut [f32], weight: &[f32], bias: &[f32]) {
+pub(crate) fn layer_norm(x: &mut [f32], weight: &[f32], bias: &[f32]) {
     let n = x.len() as f32;
     let mean = x.iter().sum::<f32>() / n;
     let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
@@ -251,13 +287,13 @@ fn phi(x: f32) -> f32 {
     }
 }
 
-struct Norm {
-    weight: Vec<f32>,
-    bias: Vec<f32>,
+pub(crate) struct Norm {
+    pub(crate) weight: Vec<f32>,
+    pub(crate) bias: Vec<f32>,
 }
 
 impl Norm {
-    fn load(tensors: &HashMap<String, Tensor>, prefix: &str, d: usize) -> Result<Norm> {
+    pub(crate) fn load(tensors: &HashMap<String, Tensor>, prefix: &str, d: usize) -> Result<Norm> {
         let (weight, wd) = tensor_f32(tensors, &format!("{prefix}.weight"))?;
         let (bias, bd) = tensor_f32(tensors, &format!("{prefix}.bias"))?;
         if wd != [d] || bd != [d] {

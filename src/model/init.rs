@@ -1,6 +1,7 @@
 //! Seeded initialisation of a model's parameters, so a run is reproducible from its seed:
 //! embeddings N(0, 1), linear weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (PyTorch's
-//! defaults, which the paper used), LayerNorm weight 1 and bias 0.
+//! defaults, which the paper used), LayerNorm weight 1 and bias 0; Transformer-XL's shared
+//! attention biases (`r_w_bias`, `r_r_bias`) N(0, 0.02) as in its reference code.
 
 use candle_core::{Result, Tensor, Var};
 
@@ -57,6 +58,8 @@ pub fn init_params(params: &[(String, Var)], seed: u64) -> Result<()> {
         let n = var.elem_count();
         let values: Vec<f32> = if name.contains("norm") {
             vec![if name.ends_with("weight") { 1.0 } else { 0.0 }; n]
+        } else if name == "r_w_bias" || name == "r_r_bias" {
+            (0..n).map(|_| (rng.normal() * 0.02) as f32).collect()
         } else if name.starts_with("embed.") {
             (0..n).map(|_| rng.normal() as f32).collect()
         } else {

@@ -1,34 +1,169 @@
 //! Models: the CP linear transformer (training form in candle, recurrent form in plain Rust),
-//! their configuration and seeded initialisation.
+//! the REMI Transformer-XL baseline (candle, and token by token in plain Rust), their
+//! configurations and seeded initialisation, and `Trainable`, what the trainer holds of either.
 
 pub mod config;
 pub mod cp_rnn;
 pub mod cp_transformer;
 pub mod fused;
 pub mod init;
+pub mod remi_xl;
+pub mod remi_xl_stream;
 
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
+use serde::{Deserialize, Serialize};
 
+use crate::cp::FAMILY_NAMES;
+use crate::dataset::Representation;
 use config::Config;
-use cp_transformer::CpTransformer;
+use cp_transformer::{Batch, CpTransformer, Dropout};
+use remi_xl::{RemiXl, XlConfig};
 
-/// A trainable CP model: the module and its named variables (sorted by name).
+/// Which model: the product's CP linear transformer or the REMI Transformer-XL baseline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelKind {
+    #[default]
+    Cp,
+    RemiXl,
+}
+
+impl ModelKind {
+    /// The tokens this model reads.
+    pub fn representation(self) -> Representation {
+        match self {
+            ModelKind::Cp => Representation::Cp,
+            ModelKind::RemiXl => Representation::Remi,
+        }
+    }
+
+    /// The preset of this kind by name.
+    pub fn preset(self, name: &str) -> Option<ModelConfig> {
+        match self {
+            ModelKind::Cp => Config::preset(name).map(ModelConfig::Cp),
+            ModelKind::RemiXl => XlConfig::preset(name).map(ModelConfig::RemiXl),
+        }
+    }
+}
+
+/// A model's configuration as stored in config.json and checkpoints. The two kinds have
+/// different fields, so the JSON says which it is by its shape (CP configs written before
+/// REMI-XL existed read unchanged).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ModelConfig {
+    Cp(Config),
+    RemiXl(XlConfig),
+}
+
+impl From<Config> for ModelConfig {
+    fn from(c: Config) -> ModelConfig {
+        ModelConfig::Cp(c)
+    }
+}
+
+impl From<&Config> for ModelConfig {
+    fn from(c: &Config) -> ModelConfig {
+        ModelConfig::Cp(c.clone())
+    }
+}
+
+impl From<&XlConfig> for ModelConfig {
+    fn from(c: &XlConfig) -> ModelConfig {
+        ModelConfig::RemiXl(c.clone())
+    }
+}
+
+impl From<XlConfig> for ModelConfig {
+    fn from(c: XlConfig) -> ModelConfig {
+        ModelConfig::RemiXl(c)
+    }
+}
+
+impl ModelConfig {
+    pub fn kind(&self) -> ModelKind {
+        match self {
+            ModelConfig::Cp(_) => ModelKind::Cp,
+            ModelConfig::RemiXl(_) => ModelKind::RemiXl,
+        }
+    }
+
+    pub fn d_model(&self) -> usize {
+        match self {
+            ModelConfig::Cp(c) => c.d_model,
+            ModelConfig::RemiXl(c) => c.d_model,
+        }
+    }
+
+    pub fn dropout(&self) -> f32 {
+        match self {
+            ModelConfig::Cp(c) => c.dropout,
+            ModelConfig::RemiXl(c) => c.dropout,
+        }
+    }
+
+    /// Names of the losses the model reports (CP: one per family; REMI: one).
+    pub fn loss_names(&self) -> Vec<&'static str> {
+        match self {
+            ModelConfig::Cp(_) => FAMILY_NAMES.to_vec(),
+            ModelConfig::RemiXl(_) => vec!["token"],
+        }
+    }
+
+    /// Checks the sizes fit together.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        match self {
+            ModelConfig::Cp(c) => c.validate(),
+            ModelConfig::RemiXl(c) => c.validate(),
+        }
+    }
+}
+
+/// The network inside a `Trainable`.
+pub enum Network {
+    Cp(CpTransformer),
+    RemiXl(RemiXl),
+}
+
+/// A trainable model: the network and its named variables (sorted by name).
 pub struct Trainable {
-    pub model: CpTransformer,
+    pub config: ModelConfig,
+    pub network: Network,
     pub varmap: VarMap,
 }
 
 impl Trainable {
     /// A model initialised from `seed`.
-    pub fn new(config: &Config, seed: u64, device: &Device) -> Result<Trainable> {
+    pub fn new(config: impl Into<ModelConfig>, seed: u64, device: &Device) -> Result<Trainable> {
+        let config = config.into();
         let varmap = VarMap::new();
-        let model = CpTransformer::new(config, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
-        let t = Trainable { model, varmap };
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+        let network = match &config {
+            ModelConfig::Cp(c) => Network::Cp(CpTransformer::new(c, vb)?),
+            ModelConfig::RemiXl(c) => Network::RemiXl(RemiXl::new(c, vb)?),
+        };
+        let t = Trainable { config, network, varmap };
         init::init_params(&t.named_vars(), seed)?;
         Ok(t)
+    }
+
+    /// The CP network (panics for a REMI-XL model: for tests and CP-only tools).
+    pub fn cp(&self) -> &CpTransformer {
+        match &self.network {
+            Network::Cp(m) => m,
+            Network::RemiXl(_) => panic!("a REMI-XL model, not CP"),
+        }
+    }
+
+    /// Teacher-forced loss of a batch: (mean loss, per-loss-name values).
+    pub fn loss(&self, batch: &Batch, dropout: Option<&mut Dropout>) -> Result<(Tensor, Tensor)> {
+        match &self.network {
+            Network::Cp(m) => m.loss(batch, dropout),
+            Network::RemiXl(m) => m.loss(batch, dropout),
+        }
     }
 
     /// Variables by name, sorted.

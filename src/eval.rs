@@ -1,0 +1,340 @@
+//! Evaluation behind `cargo xtask eval` / `cp-piano eval`: the metrics of `metrics` over a
+//! folder of MIDI files, and the side-by-side comparison of the paper: N songs from the CP model
+//! and from the REMI-XL baseline (the same seeds and caps), the POP909 validation songs as the
+//! reference, each model's validation loss, then a markdown report and PNG figures (metric bars
+//! against the data, one piano roll per model) in the output folder.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+
+use crate::batches::windows;
+use crate::checkpoint::Weights;
+use crate::dataset::{self, Representation, Source, Split};
+use crate::generate::{Finish, GenerationSettings, Generator};
+use crate::grid::Grid;
+use crate::metrics::{mean, SongMetrics};
+use crate::midi_import::import_file;
+use crate::model::cp_rnn::{CpRnn, Precision};
+use crate::model::remi_xl_stream::RemiXlStream;
+use crate::model::Trainable;
+use crate::plot::{self, Rgb, BLUE, GREEN, RED};
+use crate::remi_generate::{RemiGenerator, SEED_MAX_TOKENS, SEED_SAMPLING};
+use crate::{cp, pop909};
+
+/// One evaluated song.
+#[derive(Debug, Clone)]
+pub struct SongResult {
+    pub name: String,
+    pub metrics: SongMetrics,
+    /// Words (CP) or tokens (REMI) of the song.
+    pub steps: usize,
+    /// Whether the model ended the song itself (generated songs only).
+    pub eos: Option<bool>,
+    /// Seconds to generate it, one thread (generated songs only).
+    pub seconds: Option<f64>,
+    pub grid: Grid,
+}
+
+/// Songs from one source with what is known about the source.
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub name: String,
+    /// "word" or "token".
+    pub unit: &'static str,
+    pub songs: Vec<SongResult>,
+    pub parameters: Option<usize>,
+    pub validation_loss: Option<f64>,
+}
+
+/// Means over a group's songs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Summary {
+    pub songs: usize,
+    pub eos_rate: Option<f64>,
+    pub steps: f64,
+    pub bars: f64,
+    pub notes: f64,
+    pub h1: f64,
+    pub h4: f64,
+    pub gs: f64,
+    pub cpi: f64,
+    pub longest_repeat: f64,
+    pub seconds_per_song: Option<f64>,
+    pub ms_per_step: Option<f64>,
+}
+
+impl Group {
+    pub fn summary(&self) -> Summary {
+        let m = |f: &dyn Fn(&SongResult) -> f64| mean(&self.songs.iter().map(f).collect::<Vec<_>>());
+        let eos: Vec<bool> = self.songs.iter().filter_map(|s| s.eos).collect();
+        let seconds: Vec<f64> = self.songs.iter().filter_map(|s| s.seconds).collect();
+        let total_steps: usize = self.songs.iter().filter(|s| s.seconds.is_some()).map(|s| s.steps).sum();
+        Summary {
+            songs: self.songs.len(),
+            eos_rate: (!eos.is_empty()).then(|| eos.iter().filter(|&&e| e).count() as f64 / eos.len() as f64),
+            steps: m(&|s| s.steps as f64),
+            bars: m(&|s| s.metrics.bars as f64),
+            notes: m(&|s| s.metrics.notes as f64),
+            h1: m(&|s| s.metrics.h1),
+            h4: m(&|s| s.metrics.h4),
+            gs: m(&|s| s.metrics.gs),
+            cpi: m(&|s| s.metrics.cpi),
+            longest_repeat: m(&|s| s.metrics.longest_repeat_bars as f64),
+            seconds_per_song: (!seconds.is_empty()).then(|| mean(&seconds)),
+            ms_per_step: (total_steps > 0).then(|| seconds.iter().sum::<f64>() * 1000.0 / total_steps as f64),
+        }
+    }
+}
+
+fn progress_bar(len: usize, what: &str, show: bool) -> ProgressBar {
+    let bar = if show { ProgressBar::new(len as u64) } else { ProgressBar::hidden() };
+    bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} {elapsed_precise} eta {eta_precise}").expect("static template"));
+    bar.set_message(what.to_string());
+    bar
+}
+
+/// The metrics of every MIDI file in `dir` (sorted by name); files that do not import are
+/// returned as (name, reason).
+pub fn folder_metrics(dir: &Path, progress: bool) -> Result<(Vec<SongResult>, Vec<(String, String)>)> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("{}: cannot read the folder", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x.eq_ignore_ascii_case("mid") || x.eq_ignore_ascii_case("midi")))
+        .collect();
+    paths.sort();
+    if paths.is_empty() {
+        bail!("{}: no .mid files", dir.display());
+    }
+    let bar = progress_bar(paths.len(), "songs", progress);
+    let results: Vec<std::result::Result<SongResult, (String, String)>> = paths
+        .par_iter()
+        .map(|path| {
+            let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+            let song = import_file(path).map_err(|e| (name.clone(), e.to_string()));
+            bar.inc(1);
+            let grid = Grid::from_song(&song?);
+            Ok(SongResult { name, metrics: SongMetrics::of(&grid), steps: cp::encode(&grid).len(), eos: None, seconds: None, grid })
+        })
+        .collect();
+    bar.finish_and_clear();
+    let (ok, bad): (Vec<_>, Vec<_>) = results.into_iter().partition(|r| r.is_ok());
+    Ok((ok.into_iter().map(|r| r.expect("ok")).collect(), bad.into_iter().map(|r| r.expect_err("err")).collect()))
+}
+
+/// Generates songs with seeds 0..n from the CP model (in parallel, each song on one thread).
+pub fn generate_cp(model: &CpRnn, n: usize, settings: &GenerationSettings, progress: bool) -> Vec<SongResult> {
+    let bar = progress_bar(n, "CP songs", progress);
+    let songs = (0..n as u64)
+        .into_par_iter()
+        .map(|seed| {
+            let start = Instant::now();
+            let mut generator = Generator::new(model, GenerationSettings { seed, ..settings.clone() });
+            let grid = generator.run_to_end();
+            let seconds = start.elapsed().as_secs_f64();
+            bar.inc(1);
+            SongResult {
+                name: format!("seed {seed}"),
+                metrics: SongMetrics::of(&grid),
+                steps: generator.words().len(),
+                eos: Some(generator.finish() == Some(Finish::Eos)),
+                seconds: Some(seconds),
+                grid,
+            }
+        })
+        .collect();
+    bar.finish_and_clear();
+    songs
+}
+
+/// Generates songs with seeds 0..n from the REMI-XL model with the seed's sampling.
+pub fn generate_remi(model: &RemiXlStream, n: usize, settings: &GenerationSettings, progress: bool) -> Vec<SongResult> {
+    let bar = progress_bar(n, "REMI-XL songs", progress);
+    let songs = (0..n as u64)
+        .into_par_iter()
+        .map(|seed| {
+            let start = Instant::now();
+            let mut generator = RemiGenerator::with_prime(model, GenerationSettings { seed, ..settings.clone() }, SEED_SAMPLING, &[]);
+            let grid = generator.run_to_end();
+            let seconds = start.elapsed().as_secs_f64();
+            bar.inc(1);
+            SongResult {
+                name: format!("seed {seed}"),
+                metrics: SongMetrics::of(&grid),
+                steps: generator.tokens().len(),
+                eos: Some(generator.finish() == Some(Finish::Eos)),
+                seconds: Some(seconds),
+                grid,
+            }
+        })
+        .collect();
+    bar.finish_and_clear();
+    songs
+}
+
+/// The mean validation loss of `weights` on the validation songs of `data` (windows of 2,048):
+/// CP, the mean of the seven families' cross-entropies per word; REMI, the cross-entropy per
+/// token.
+pub fn validation_loss(weights: &Weights, data: &dataset::Dataset) -> Result<f64> {
+    let config = weights.model_config()?;
+    if config.kind().representation() != data.representation {
+        bail!("the {:?} model needs {:?} data", config.kind(), config.kind().representation());
+    }
+    let model = Trainable::new(config, 0, &Device::Cpu)?;
+    model.load(&weights.tensors)?;
+    let valid = windows(data, Split::Valid, 2048);
+    let losses = crate::train::validate(&model, data, &valid, 2, &Device::Cpu)?;
+    Ok(losses.iter().sum::<f64>() / losses.len() as f64)
+}
+
+/// What the comparison run uses.
+pub struct CompareOptions {
+    pub songs: usize,
+    /// The POP909 root: the validation songs and the validation losses. `None` skips both.
+    pub pop909: Option<PathBuf>,
+    pub cp: Weights,
+    pub remi_xl: Weights,
+    /// Caps and minimum length shared by both models (each keeps its own sampling).
+    pub min_bars: u32,
+    pub out: PathBuf,
+    pub progress: bool,
+    /// The command line that reproduces the run, for the report.
+    pub command: String,
+}
+
+/// Runs the comparison and writes `report.md`, `metrics.png`, `piano_roll_cp.png`,
+/// `piano_roll_remi_xl.png` and the songs (`cp/seed_N.mid`, `remi-xl/seed_N.mid`) in `out`.
+/// Returns the report.
+pub fn compare(o: &CompareOptions) -> Result<String> {
+    std::fs::create_dir_all(&o.out).with_context(|| format!("{}: cannot create", o.out.display()))?;
+    let count = |w: &Weights| w.tensors.values().map(|t| t.elem_count()).sum::<usize>();
+    let cp_model = CpRnn::from_tensors(&o.cp.cp_config()?, &o.cp.tensors, Precision::Int8)?;
+    let remi_model = RemiXlStream::from_tensors(&o.remi_xl.xl_config()?, &o.remi_xl.tensors, Precision::Int8)?;
+    let base = GenerationSettings { min_bars: o.min_bars, ..GenerationSettings::default() };
+    let cp_songs = generate_cp(&cp_model, o.songs, &base, o.progress);
+    let remi_songs = generate_remi(&remi_model, o.songs, &GenerationSettings { max_words: SEED_MAX_TOKENS, ..base.clone() }, o.progress);
+    let mut groups = vec![
+        Group { name: "CP + linear transformer".into(), unit: "word", songs: cp_songs, parameters: Some(count(&o.cp)), validation_loss: None },
+        Group { name: "REMI + Transformer-XL".into(), unit: "token", songs: remi_songs, parameters: Some(count(&o.remi_xl)), validation_loss: None },
+    ];
+    for (group, dir) in groups.iter().zip(["cp", "remi-xl"]) {
+        std::fs::create_dir_all(o.out.join(dir))?;
+        for (i, song) in group.songs.iter().enumerate() {
+            let bytes = crate::midi_export::export_bytes(&song.grid.to_song(), 0);
+            dataset::write_atomically(&o.out.join(dir).join(format!("seed_{i}.mid")), &bytes)?;
+        }
+    }
+    if let Some(root) = &o.pop909 {
+        let cp_data = dataset::build(&Source::Pop909(root.clone()), Representation::Cp, false)?;
+        let remi_data = dataset::build(&Source::Pop909(root.clone()), Representation::Remi, false)?;
+        let bar = progress_bar(2, "validation losses", o.progress);
+        groups[0].validation_loss = Some(validation_loss(&o.cp, &cp_data)?);
+        bar.inc(1);
+        groups[1].validation_loss = Some(validation_loss(&o.remi_xl, &remi_data)?);
+        bar.finish_and_clear();
+        let reference: Vec<SongResult> = cp_data
+            .split(Split::Valid)
+            .map(|entry| -> Result<SongResult> {
+                let song = pop909::load_song(&pop909::song_dir(root, &entry.name))?;
+                let grid = Grid::from_song(&song);
+                Ok(SongResult { name: entry.name.clone(), metrics: SongMetrics::of(&grid), steps: entry.len, eos: None, seconds: None, grid })
+            })
+            .collect::<Result<_>>()?;
+        groups.push(Group { name: "POP909 validation songs".into(), unit: "word", songs: reference, parameters: None, validation_loss: None });
+    }
+    let colours: [Rgb; 3] = [BLUE, RED, GREEN];
+    let labels = ["CP", "REMI-XL", "POP909"];
+    let summaries: Vec<Summary> = groups.iter().map(Group::summary).collect();
+    let panel = |name: &'static str, f: fn(&Summary) -> f64| -> (&'static str, Vec<(&str, Rgb, f64)>) {
+        (name, summaries.iter().enumerate().map(|(i, s)| (labels[i], colours[i], f(s))).collect())
+    };
+    plot::bar_panels(
+        "metrics: generated songs against the data",
+        &[panel("H1", |s| s.h1), panel("H4", |s| s.h4), panel("GS", |s| s.gs), panel("CPI", |s| s.cpi)],
+        &o.out.join("metrics.png"),
+    )?;
+    plot::piano_roll("CP seed 0: first 16 bars", &groups[0].songs[0].grid, 16, BLUE, &o.out.join("piano_roll_cp.png"))?;
+    plot::piano_roll("REMI-XL seed 0: first 16 bars", &groups[1].songs[0].grid, 16, RED, &o.out.join("piano_roll_remi_xl.png"))?;
+    let report = report_markdown(&groups, o);
+    dataset::write_atomically(&o.out.join("report.md"), report.as_bytes())?;
+    Ok(report)
+}
+
+fn cell(v: Option<f64>, digits: usize) -> String {
+    match v {
+        Some(v) if v.is_finite() => format!("{v:.digits$}"),
+        _ => "-".into(),
+    }
+}
+
+/// Which of CP and REMI-XL is better on a figure: `closer` compares distances to the data's
+/// value, else `higher_better` says the direction.
+fn verdict(cp: f64, remi: f64, data: Option<f64>, higher_better: bool) -> &'static str {
+    let (a, b) = match data {
+        Some(d) if d.is_finite() => (-(cp - d).abs(), -(remi - d).abs()),
+        _ if higher_better => (cp, remi),
+        _ => (-cp, -remi),
+    };
+    if !a.is_finite() || !b.is_finite() {
+        "-"
+    } else if (a - b).abs() < 1e-9 {
+        "tie"
+    } else if a > b {
+        "CP"
+    } else {
+        "REMI-XL (CP does not beat it here)"
+    }
+}
+
+/// The report: settings, the table of the seed's comparison with our numbers, figures.
+pub fn report_markdown(groups: &[Group], o: &CompareOptions) -> String {
+    let s: Vec<Summary> = groups.iter().map(Group::summary).collect();
+    let data = s.get(2);
+    let mut out = String::new();
+    out.push_str("# CP + linear transformer against REMI + Transformer-XL\n\n");
+    out.push_str(&format!("Command: `{}`\n\n", o.command));
+    out.push_str(&format!(
+        "{} songs per model, seeds 0..{}; both models int8 weights, one thread per song; no song ends before {} bars \
+         (the product's default; EOS is masked until then for both); caps: CP 8,192 words, REMI-XL 7,680 tokens (the seed's). \
+         Sampling: CP per family as the paper, REMI-XL temperature 1.2 and nucleus 0.9 (the seed's).\n\n",
+        o.songs,
+        o.songs.saturating_sub(1),
+        o.min_bars
+    ));
+    let header: Vec<String> = groups.iter().map(|g| g.name.clone()).collect();
+    out.push_str(&format!("| | {} | better |\n|---|{}---|\n", header.join(" | "), "---|".repeat(groups.len())));
+    let mut row = |name: &str, values: Vec<String>, better: &str| {
+        out.push_str(&format!("| {name} | {} | {better} |\n", values.join(" | ")));
+    };
+    let pick = |f: &dyn Fn(&Summary) -> Option<f64>, digits: usize| s.iter().map(|x| cell(f(x), digits)).collect::<Vec<_>>();
+    let vs = |f: &dyn Fn(&Summary) -> f64, to_data: bool, higher: bool| {
+        verdict(f(&s[0]), f(&s[1]), if to_data { data.map(f) } else { None }, higher).to_string()
+    };
+    row("parameters", groups.iter().map(|g| g.parameters.map_or("-".into(), |p| format!("{p}"))).collect(), "");
+    row(
+        "validation loss (CP: mean of 7 families per word; REMI: per token; not comparable)",
+        groups.iter().map(|g| cell(g.validation_loss, 4)).collect(),
+        "",
+    );
+    row("time per song (s)", pick(&|x| x.seconds_per_song, 2), &vs(&|x| x.seconds_per_song.unwrap_or(f64::NAN), false, false));
+    row("ms per word / token", pick(&|x| x.ms_per_step, 3), "");
+    row("EOS rate (ended by itself)", pick(&|x| x.eos_rate, 2), &vs(&|x| x.eos_rate.unwrap_or(f64::NAN), false, true));
+    row("words / tokens per song", pick(&|x| Some(x.steps), 0), "");
+    row("bars per song", pick(&|x| Some(x.bars), 1), &vs(&|x| x.bars, true, true));
+    row("notes per song", pick(&|x| Some(x.notes), 0), &vs(&|x| x.notes, true, true));
+    row("H1 (pitch-class entropy, 1 bar)", pick(&|x| Some(x.h1), 3), &vs(&|x| x.h1, true, true));
+    row("H4 (pitch-class entropy, 4 bars)", pick(&|x| Some(x.h4), 3), &vs(&|x| x.h4, true, true));
+    row("GS (grooving similarity)", pick(&|x| Some(x.gs), 3), &vs(&|x| x.gs, true, true));
+    row("CPI (chord progression irregularity)", pick(&|x| Some(x.cpi), 3), &vs(&|x| x.cpi, true, true));
+    row("longest exact repeat (bars)", pick(&|x| Some(x.longest_repeat), 1), &vs(&|x| x.longest_repeat, true, false));
+    out.push_str(
+        "\n\"better\": for bars, notes and the MusDr metrics, the model whose mean is closer to the POP909 validation songs \
+         (when they were measured); for time, lower; for EOS rate, higher. Metric definitions: `src/metrics.rs`.\n\n",
+    );
+    out.push_str("![metrics against the data](metrics.png)\n\n![CP piano roll](piano_roll_cp.png)\n\n![REMI-XL piano roll](piano_roll_remi_xl.png)\n");
+    out
+}
