@@ -1,6 +1,7 @@
 //! `cp-piano bench`: speed figures. Generation cost per word of the recurrent model (f32 and
 //! the int8 fast path, one thread) for the shipped `small` model and a random `paper` model,
-//! and the training speed of `small`. Prints figures; asserts nothing.
+//! and the training speed of `small`; the same per token for the REMI Transformer-XL baseline
+//! (`small`, random weights, memory full). Prints figures; asserts nothing.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -13,6 +14,8 @@ use crate::model::config::Config;
 use crate::model::cp_rnn::{CpRnn, Precision};
 use crate::model::cp_transformer::Dropout;
 use crate::model::init::Rng;
+use crate::model::remi_xl::XlConfig;
+use crate::model::remi_xl_stream::RemiXlStream;
 use crate::model::Trainable;
 use crate::sampling::{sample, SamplingSettings, Scratch};
 
@@ -73,6 +76,27 @@ pub fn training_words_per_second(config: &Config, batch: usize, window: usize, s
         }
     }
     Ok((batch * t * steps) as f64 / timed)
+}
+
+/// Milliseconds per token of the streaming REMI-XL over `tokens` sampled tokens (the seed's
+/// sampling). The first `mem_len` tokens fill the memory and are not timed.
+pub fn remi_xl_ms_per_token(config: &XlConfig, precision: Precision, tokens: usize) -> Result<f64> {
+    let model = Trainable::new(config, 1, &Device::Cpu)?;
+    let tensors: HashMap<String, Tensor> = model.named_tensors().into_iter().collect();
+    let stream = RemiXlStream::from_tensors(config, &tensors, precision)?;
+    let mut state = stream.new_state();
+    let mut rng = Rng::new(0);
+    let mut scratch = Scratch::with_capacity(crate::remi::VOCAB_SIZE);
+    let mut token = crate::remi::BAR;
+    let mut timed = None;
+    for i in 0..config.mem_len + tokens {
+        if i == config.mem_len {
+            timed = Some(Instant::now());
+        }
+        stream.step(&mut state, token);
+        token = sample(&mut state.logits, crate::remi_generate::SEED_SAMPLING, &mut rng, &mut scratch) as u16;
+    }
+    Ok(timed.map_or(0.0, |t| t.elapsed().as_secs_f64() * 1000.0 / tokens as f64))
 }
 
 /// A recurrent model of `config` with seeded random weights.

@@ -335,6 +335,10 @@ fn bench(words: usize, weights: Option<PathBuf>, no_training: bool) -> Result<()
         let ms = generation_ms_per_word(&paper, words, 0);
         println!("  paper (random)   {precision:?}: {ms:.3} ms/word, {:.2} s per song, {:.1} MB of weights read per word", ms * words as f64 / 1000.0, paper.weight_bytes() as f64 / 1e6);
     }
+    for precision in [Precision::F32, Precision::Int8] {
+        let ms = cp_piano::bench::remi_xl_ms_per_token(&cp_piano::model::remi_xl::XlConfig::small(), precision, 1000)?;
+        println!("  REMI-XL small (random, memory full) {precision:?}: {ms:.3} ms/token, {:.2} s per song of 6,124 tokens (POP909 mean)", ms * 6.124);
+    }
     if !no_training {
         let wps = training_words_per_second(&Config::small(), 2, 2048, 3)?;
         println!("training small (batch 2 x 2048 words, all cores): {wps:.0} words/s");
