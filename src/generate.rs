@@ -5,13 +5,16 @@
 //! Sampling keeps words well formed (a grammar mask, documented here): a Metrical word gets a
 //! bar-beat value (never "ignore"); a Bar word has no tempo or chord; a beat word gets a tempo
 //! and a chord value or CONTI; a Note word gets a pitch, a duration and a velocity. With a key
-//! lock, out-of-key pitches are masked; EOS is masked until `min_bars` bars are complete. This is the library API the CLI and the plugin's worker
-//! drive; it allocates nothing per word once built.
+//! lock, out-of-key pitches are masked; EOS is masked until `min_bars` bars are complete. This
+//! is the library API the CLI and the plugin's worker drive. It runs any `WordModel`: the plain
+//! Rust recurrent model on the CPU (the fast path, which allocates nothing per word once built),
+//! or the candle model on a CUDA device (`Inference` picks).
 
 use crate::cp::{self, Event, Family, Word, BAR, FAMILIES, IGNORE, TYPE_EOS, TYPE_METRICAL, TYPE_NOTE};
 use crate::grid::{Grid, PITCH_MIN};
 use crate::key::Key;
-use crate::model::cp_rnn::{CpRnn, RnnState};
+use crate::model::cp_rnn::{CpRnn, Precision, RnnState};
+use crate::model::cp_transformer::{CpTransformer, DeviceState};
 use crate::model::init::Rng;
 use crate::sampling::{sample, SamplingSettings, Scratch};
 
@@ -43,6 +46,120 @@ pub enum Finish {
     Eos,
     WordCap,
     BarCap,
+    /// The model failed (a device error); `Generator::error` says why. The song so far is kept.
+    Failed,
+}
+
+/// A CP model generation can drive word by word.
+pub trait WordModel {
+    type State;
+    fn new_state(&self) -> Result<Self::State, String>;
+    /// Feeds one word; afterwards the state predicts the next word.
+    fn step(&self, state: &mut Self::State, word: Word) -> Result<(), String>;
+    /// Type logits of the next word into `out` (3 values).
+    fn type_logits(&self, state: &Self::State, out: &mut [f32]) -> Result<(), String>;
+    /// Logits of the other six families given the next word's type (family order).
+    fn family_logits(&self, state: &mut Self::State, word_type: u16, out: &mut [Vec<f32>; FAMILIES]) -> Result<(), String>;
+}
+
+impl WordModel for CpRnn {
+    type State = RnnState;
+    fn new_state(&self) -> Result<RnnState, String> {
+        Ok(CpRnn::new_state(self))
+    }
+    fn step(&self, state: &mut RnnState, word: Word) -> Result<(), String> {
+        CpRnn::step(self, state, word);
+        Ok(())
+    }
+    fn type_logits(&self, state: &RnnState, out: &mut [f32]) -> Result<(), String> {
+        CpRnn::type_logits(self, state, out);
+        Ok(())
+    }
+    fn family_logits(&self, state: &mut RnnState, word_type: u16, out: &mut [Vec<f32>; FAMILIES]) -> Result<(), String> {
+        CpRnn::family_logits(self, state, word_type, out);
+        Ok(())
+    }
+}
+
+impl WordModel for CpTransformer {
+    type State = DeviceState;
+    fn new_state(&self) -> Result<DeviceState, String> {
+        CpTransformer::new_state(self).map_err(|e| e.to_string())
+    }
+    fn step(&self, state: &mut DeviceState, word: Word) -> Result<(), String> {
+        CpTransformer::step(self, state, word).map_err(|e| e.to_string())
+    }
+    fn type_logits(&self, state: &DeviceState, out: &mut [f32]) -> Result<(), String> {
+        self.step_type_logits(state, out).map_err(|e| e.to_string())
+    }
+    fn family_logits(&self, state: &mut DeviceState, word_type: u16, out: &mut [Vec<f32>; FAMILIES]) -> Result<(), String> {
+        self.step_family_logits(state, word_type, out).map_err(|e| e.to_string())
+    }
+}
+
+/// The model generation runs: the int8 recurrent model on the CPU, or the candle model on a
+/// CUDA GPU (`cuda` feature and a GPU present).
+pub enum Inference {
+    Cpu(CpRnn),
+    Device(CpTransformer),
+}
+
+/// The state of an `Inference` model.
+pub enum InferenceState {
+    Cpu(RnnState),
+    Device(DeviceState),
+}
+
+impl Inference {
+    /// Loads CP weights (`dir`, or the shipped ones) on a CUDA GPU when `cuda` is asked for,
+    /// this build has the feature and a GPU answers; otherwise on the CPU at `precision`.
+    /// Returns the model and where it runs.
+    pub fn load(dir: Option<&std::path::Path>, cuda: bool, precision: Precision) -> anyhow::Result<(Inference, String)> {
+        let weights = crate::weights::load_weights(dir)?;
+        let config = weights.cp_config()?;
+        if cuda {
+            match candle_core::Device::new_cuda(0) {
+                Ok(device) => {
+                    let tensors = weights.tensors.iter().map(|(n, t)| Ok((n.clone(), t.to_device(&device)?))).collect::<candle_core::Result<_>>()?;
+                    let vb = candle_nn::VarBuilder::from_tensors(tensors, candle_core::DType::F32, &device);
+                    return Ok((Inference::Device(CpTransformer::new(&config, vb)?), "CUDA GPU 0".into()));
+                }
+                Err(e) => eprintln!("note: no CUDA device ({e}); generating on the CPU"),
+            }
+        }
+        Ok((Inference::Cpu(CpRnn::from_tensors(&config, &weights.tensors, precision)?), format!("CPU, {precision:?}")))
+    }
+}
+
+impl WordModel for Inference {
+    type State = InferenceState;
+    fn new_state(&self) -> Result<InferenceState, String> {
+        match self {
+            Inference::Cpu(m) => WordModel::new_state(m).map(InferenceState::Cpu),
+            Inference::Device(m) => WordModel::new_state(m).map(InferenceState::Device),
+        }
+    }
+    fn step(&self, state: &mut InferenceState, word: Word) -> Result<(), String> {
+        match (self, state) {
+            (Inference::Cpu(m), InferenceState::Cpu(s)) => WordModel::step(m, s, word),
+            (Inference::Device(m), InferenceState::Device(s)) => WordModel::step(m, s, word),
+            _ => Err("a state of another model".into()),
+        }
+    }
+    fn type_logits(&self, state: &InferenceState, out: &mut [f32]) -> Result<(), String> {
+        match (self, state) {
+            (Inference::Cpu(m), InferenceState::Cpu(s)) => WordModel::type_logits(m, s, out),
+            (Inference::Device(m), InferenceState::Device(s)) => WordModel::type_logits(m, s, out),
+            _ => Err("a state of another model".into()),
+        }
+    }
+    fn family_logits(&self, state: &mut InferenceState, word_type: u16, out: &mut [Vec<f32>; FAMILIES]) -> Result<(), String> {
+        match (self, state) {
+            (Inference::Cpu(m), InferenceState::Cpu(s)) => WordModel::family_logits(m, s, word_type, out),
+            (Inference::Device(m), InferenceState::Device(s)) => WordModel::family_logits(m, s, word_type, out),
+            _ => Err("a state of another model".into()),
+        }
+    }
 }
 
 /// A note in beats from the song's start (quarter notes).
@@ -74,10 +191,10 @@ pub struct Step {
 }
 
 /// The generator: owns the recurrent state of one song.
-pub struct Generator<'m> {
-    model: &'m CpRnn,
+pub struct Generator<'m, M: WordModel = CpRnn> {
+    model: &'m M,
     settings: GenerationSettings,
-    state: RnnState,
+    state: M::State,
     rng: Rng,
     scratch: Scratch,
     type_logits: Vec<f32>,
@@ -89,17 +206,25 @@ pub struct Generator<'m> {
     decoder: cp::Decoder,
     bars: u32,
     finish: Option<Finish>,
+    error: Option<String>,
 }
 
-impl<'m> Generator<'m> {
+impl<'m> Generator<'m, CpRnn> {
     /// Starts a song with its opening Bar word.
-    pub fn new(model: &'m CpRnn, settings: GenerationSettings) -> Generator<'m> {
+    pub fn new(model: &'m CpRnn, settings: GenerationSettings) -> Generator<'m, CpRnn> {
         Generator::with_prime(model, settings, &[Word::BAR])
     }
 
     /// Starts a song that continues `prime` (e.g. a producer's clip encoded as CP words; a
     /// trailing EOS is dropped). An empty prime starts with a Bar word.
-    pub fn with_prime(model: &'m CpRnn, settings: GenerationSettings, prime: &[Word]) -> Generator<'m> {
+    pub fn with_prime(model: &'m CpRnn, settings: GenerationSettings, prime: &[Word]) -> Generator<'m, CpRnn> {
+        Generator::try_with_prime(model, settings, prime).expect("the CPU model does not fail")
+    }
+}
+
+impl<'m, M: WordModel> Generator<'m, M> {
+    /// Starts a song that continues `prime` on any model; fails if the model cannot make a state.
+    pub fn try_with_prime(model: &'m M, settings: GenerationSettings, prime: &[Word]) -> Result<Generator<'m, M>, String> {
         let mut words: Vec<Word> = prime.iter().copied().take_while(|w| w.get(Family::Type) != TYPE_EOS).collect();
         if words.is_empty() {
             words.push(Word::BAR);
@@ -112,17 +237,18 @@ impl<'m> Generator<'m> {
         }
         let mut g = Generator {
             model,
-            state: model.new_state(),
+            state: model.new_state()?,
             rng: Rng::new(settings.seed),
             scratch: Scratch::with_capacity(256),
             type_logits: vec![0.0; 3],
-            logits: model.logit_buffers(),
+            logits: std::array::from_fn(|f| vec![0.0; crate::cp::FAMILY_SIZES[f]]),
             pitch_allowed,
             words: Vec::with_capacity(settings.max_words.min(1 << 16) + prime.len()),
             fed: 0,
             decoder: cp::Decoder::new(),
             bars: 0,
             finish: None,
+            error: None,
             settings,
         };
         for w in words {
@@ -130,10 +256,15 @@ impl<'m> Generator<'m> {
         }
         let last = g.words.len() - 1;
         for i in 0..last {
-            g.model.step(&mut g.state, g.words[i]);
+            g.model.step(&mut g.state, g.words[i])?;
         }
         g.fed = last;
-        g
+        Ok(g)
+    }
+
+    /// Why the model failed, when `finish` is `Failed`.
+    pub fn error(&self) -> Option<&str> {
+        self.error.as_deref()
     }
 
     /// Appends a word to the song and decodes it.
@@ -170,9 +301,15 @@ impl<'m> Generator<'m> {
             self.finish = Some(Finish::WordCap);
             return None;
         }
-        self.model.step(&mut self.state, self.words[self.fed]);
+        let word = match self.model.step(&mut self.state, self.words[self.fed]).and_then(|()| self.sample_word()) {
+            Ok(word) => word,
+            Err(e) => {
+                self.error = Some(e);
+                self.finish = Some(Finish::Failed);
+                return None;
+            }
+        };
         self.fed += 1;
-        let word = self.sample_word();
         let event = self.record(word);
         match event {
             Event::End => self.finish = Some(Finish::Eos),
@@ -198,17 +335,17 @@ impl<'m> Generator<'m> {
         sample(logits, how, &mut self.rng, &mut self.scratch) as u16
     }
 
-    fn sample_word(&mut self) -> Word {
-        self.model.type_logits(&self.state, &mut self.type_logits);
+    fn sample_word(&mut self) -> Result<Word, String> {
+        self.model.type_logits(&self.state, &mut self.type_logits)?;
         if self.bars < self.settings.min_bars {
             self.type_logits[TYPE_EOS as usize] = f32::NEG_INFINITY;
         }
         let how = self.settings.sampling.families[Family::Type.index()];
         let ty = sample(&mut self.type_logits, how, &mut self.rng, &mut self.scratch) as u16;
         if ty == TYPE_EOS {
-            return Word::EOS;
+            return Ok(Word::EOS);
         }
-        self.model.family_logits(&mut self.state, ty, &mut self.logits);
+        self.model.family_logits(&mut self.state, ty, &mut self.logits)?;
         let mut word = Word([IGNORE; FAMILIES]);
         word.0[Family::Type.index()] = ty;
         if ty == TYPE_METRICAL {
@@ -223,7 +360,7 @@ impl<'m> Generator<'m> {
                 word.0[f.index()] = self.sample_family(f, true);
             }
         }
-        word
+        Ok(word)
     }
 
     /// Runs to the end and returns the decoded song's grid.

@@ -14,7 +14,7 @@ use cp_piano::dataset::{self, Representation, Source, Split};
 use cp_piano::grid::Grid;
 use cp_piano::midi_import::import_file;
 use cp_piano::round_trip::RoundTrip;
-use cp_piano::generate::{Finish, GenerationSettings, Generator};
+use cp_piano::generate::{Finish, GenerationSettings, Generator, Inference};
 use cp_piano::model::cp_rnn::Precision;
 use cp_piano::model::ModelKind;
 use cp_piano::remi_generate::{RemiGenerator, SEED_MAX_TOKENS, SEED_SAMPLING};
@@ -152,9 +152,13 @@ enum Command {
         /// Keep pitches in a key, e.g. C, F#m, Bb, "E minor".
         #[arg(long)]
         key: Option<cp_piano::key::Key>,
-        /// Weight precision: int8 is the fast path.
+        /// Weight precision on the CPU: int8 is the fast path.
         #[arg(long, value_enum, default_value = "int8")]
         precision: Precision,
+        /// cuda runs the CP model on GPU 0 (a build with the `cuda` feature; falls back to the
+        /// CPU, saying so, when no GPU answers). REMI-XL generates on the CPU.
+        #[arg(long, value_enum, default_value = "cpu")]
+        device: DeviceKind,
     },
     /// Print speed figures: generation ms per word (small and paper, f32 and int8, one thread)
     /// and training words/s.
@@ -293,8 +297,12 @@ fn generate(
     weights: Option<PathBuf>,
     prime: Option<PathBuf>,
     precision: Precision,
+    device: DeviceKind,
 ) -> Result<()> {
-    let model = cp_piano::weights::load_cp_rnn(weights.as_deref(), precision)?;
+    let (model, place) = Inference::load(weights.as_deref(), device == DeviceKind::Cuda, precision)?;
+    if device == DeviceKind::Cuda {
+        println!("generating on {place}");
+    }
     let prime_words = match &prime {
         Some(path) => {
             let song = import_file(path).with_context(|| path.display().to_string())?;
@@ -303,10 +311,13 @@ fn generate(
         None => vec![cp::Word::BAR],
     };
     let start = Instant::now();
-    let mut generator = Generator::with_prime(&model, settings, &prime_words);
+    let mut generator = Generator::try_with_prime(&model, settings, &prime_words).map_err(|e| anyhow::anyhow!("the model failed: {e}"))?;
     let primed = generator.words().len();
     let grid = generator.run_to_end();
     let seconds = start.elapsed().as_secs_f64();
+    if let Some(e) = generator.error() {
+        anyhow::bail!("the model failed after {} words: {e}", generator.words().len());
+    }
     write_song(&out, &grid, generator.words().len(), generator.words().len() - primed, generator.finish(), seconds, "word")
 }
 
@@ -409,7 +420,7 @@ fn build_dataset(midi: PathBuf, pop909: bool, repr: Representation, out: PathBuf
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Generate { out, model, seed, weights, max_words, max_bars, min_bars, temperature, top_p, prime, key, precision } => {
+        Command::Generate { out, model, seed, weights, max_words, max_bars, min_bars, temperature, top_p, prime, key, precision, device } => {
             let default_cap = if model == ModelKind::Cp { GenerationSettings::default().max_words } else { SEED_MAX_TOKENS };
             let settings = GenerationSettings {
                 seed,
@@ -420,7 +431,7 @@ fn run(cli: Cli) -> Result<()> {
                 key,
             };
             match model {
-                ModelKind::Cp => generate(out, settings, weights, prime, precision),
+                ModelKind::Cp => generate(out, settings, weights, prime, precision, device),
                 ModelKind::RemiXl => generate_remi(out, settings, temperature, top_p, weights, prime, precision),
             }
         }

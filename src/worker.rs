@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::cp::Event;
 use crate::engine::SongEvent;
-use crate::generate::{Finish, GenerationSettings, Generator, NoteEvent};
-use crate::model::cp_rnn::{CpRnn, Precision};
+use crate::generate::{Finish, GenerationSettings, Generator, Inference, NoteEvent};
+use crate::model::cp_rnn::Precision;
 
 /// What the worker is doing (stored in `Shared::status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,12 +185,14 @@ pub fn spawn(
     Worker { commands, shared, thread: Some(thread) }
 }
 
-fn load(source: &ModelSource) -> anyhow::Result<CpRnn> {
+/// The model on a CUDA GPU when this build has the `cuda` feature and a GPU answers, else the
+/// int8 recurrent model on the CPU.
+fn load(source: &ModelSource) -> anyhow::Result<Inference> {
     let dir = match source {
         ModelSource::Shipped => None,
         ModelSource::Folder(p) => Some(p.as_path()),
     };
-    crate::weights::load_cp_rnn(dir, Precision::Int8)
+    Ok(Inference::load(dir, cfg!(feature = "cuda"), Precision::Int8)?.0)
 }
 
 /// Pushes into the ring, waiting while it is full; false if a shutdown came meanwhile.
@@ -275,7 +277,14 @@ fn run(
                 if !push(&mut ring, SongEvent::Reset, &receiver, &mut pending) {
                     return;
                 }
-                let mut generator = Generator::new(model, settings.clone());
+                let mut generator = match Generator::try_with_prime(model, settings.clone(), &[crate::cp::Word::BAR]) {
+                    Ok(g) => g,
+                    Err(e) => {
+                        *shared.error.lock().expect("error lock") = format!("the model failed: {e}");
+                        shared.status.store(Status::Error as u8, Ordering::Relaxed);
+                        continue;
+                    }
+                };
                 let mut notes = Vec::new();
                 let mut interrupted = false;
                 while let Some(step) = generator.next_step() {
@@ -339,7 +348,13 @@ fn run(
                 };
                 keep(&song);
                 *shared.song.lock().expect("song lock") = Some(song);
-                shared.status.store(Status::Ready as u8, Ordering::Relaxed);
+                // A model failure keeps the song so far playable and says what went wrong.
+                if let Some(e) = generator.error() {
+                    *shared.error.lock().expect("error lock") = format!("the model failed: {e}");
+                    shared.status.store(Status::Error as u8, Ordering::Relaxed);
+                } else {
+                    shared.status.store(Status::Ready as u8, Ordering::Relaxed);
+                }
             }
         }
     }

@@ -159,3 +159,41 @@ fn fused_kernels_match_candle_ops_in_value_and_gradient() {
         }
     }
 }
+
+#[test]
+fn the_device_recurrence_equals_the_cpu_model_and_writes_the_same_song() {
+    // The candle recurrent step (how generation runs on a CUDA GPU), here on the CPU device:
+    // the same logits as the plain-Rust model over 200 words, then the same generated song.
+    use cp_piano::generate::{GenerationSettings, Generator, Inference};
+    let config = Config::preset("tiny").unwrap();
+    let model = Trainable::new(&config, 13, &Device::Cpu).unwrap();
+    let tensors: HashMap<String, Tensor> = model.named_tensors().into_iter().collect();
+    let cpu = CpRnn::from_tensors(&config, &tensors, Precision::F32).unwrap();
+    let device = model.cp().clone();
+    let (mut a, mut b) = (cpu.new_state(), device.new_state().unwrap());
+    let mut families = cpu.logit_buffers();
+    let mut on_device = cpu.logit_buffers();
+    let (mut ta, mut tb) = (vec![0f32; 3], vec![0f32; 3]);
+    let mut worst = 0f32;
+    for w in random_words(200, 14) {
+        cpu.step(&mut a, w);
+        device.step(&mut b, w).unwrap();
+        cpu.type_logits(&a, &mut ta);
+        device.step_type_logits(&b, &mut tb).unwrap();
+        cpu.family_logits(&mut a, w.0[Family::Type.index()] % 3, &mut families);
+        device.step_family_logits(&b, w.0[Family::Type.index()] % 3, &mut on_device).unwrap();
+        worst = worst.max(ta.iter().zip(&tb).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max));
+        for (x, y) in families.iter().zip(&on_device) {
+            worst = worst.max(x.iter().zip(y).map(|(p, q)| (p - q).abs()).fold(0.0, f32::max));
+        }
+    }
+    assert!(worst < 1e-4, "device logits differ by {worst}");
+    let settings = GenerationSettings { seed: 2, max_words: 300, min_bars: 0, ..GenerationSettings::default() };
+    let mut g1 = Generator::new(&cpu, settings.clone());
+    g1.run_to_end();
+    let inference = Inference::Device(device);
+    let mut g2 = Generator::try_with_prime(&inference, settings, &[Word::BAR]).unwrap();
+    g2.run_to_end();
+    assert_eq!(g1.words(), g2.words());
+    assert_eq!(g2.error(), None);
+}

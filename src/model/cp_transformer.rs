@@ -7,13 +7,14 @@
 //! family heads. Teacher forcing feeds the target type to that second stage.
 //!
 //! Attention is computed in chunks of `CHUNK` words: quadratic inside a chunk, prefix states
-//! across chunks; this is exactly the recurrence of `cp_rnn` (a test checks it). This module
+//! across chunks; this is exactly the recurrence of `cp_rnn` (a test checks it). `step` is that
+//! recurrence on the model's own device, which is how generation runs on CUDA. This module
 //! knows tensors and the CP vocabulary only: no plugin, no files besides safetensors.
 
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{Embedding, VarBuilder};
 
-use crate::cp::{Family, FAMILIES};
+use crate::cp::{Family, Word, FAMILIES};
 use crate::model::config::Config;
 use crate::model::fused;
 
@@ -247,13 +248,18 @@ impl CpTransformer {
         self.embeddings[family.index()].forward(ids)? * (self.config.emb_sizes[family.index()] as f64).sqrt()
     }
 
-    /// Hidden states (batch, time, d) for input words (batch, time, 7) at encoded positions.
-    pub fn hidden(&self, inputs: &Tensor, positions: &Tensor, mut dropout: Option<&mut Dropout>) -> Result<Tensor> {
+    /// The layers' input for words (batch, time, 7): embeddings, concatenated, projected.
+    fn embed_words(&self, inputs: &Tensor) -> Result<Tensor> {
         let embedded = Family::ALL
             .iter()
             .map(|&f| self.embed(f, &inputs.narrow(D::Minus1, f.index(), 1)?.squeeze(D::Minus1)?))
             .collect::<Result<Vec<_>>>()?;
-        let mut x = (self.in_linear.forward(&Tensor::cat(&embedded, D::Minus1)?)? + positions)?;
+        self.in_linear.forward(&Tensor::cat(&embedded, D::Minus1)?)
+    }
+
+    /// Hidden states (batch, time, d) for input words (batch, time, 7) at encoded positions.
+    pub fn hidden(&self, inputs: &Tensor, positions: &Tensor, mut dropout: Option<&mut Dropout>) -> Result<Tensor> {
+        let mut x = (self.embed_words(inputs)? + positions)?;
         if let Some(drop) = dropout.as_deref_mut() {
             x = drop.apply(&x)?;
         }
@@ -293,6 +299,91 @@ impl CpTransformer {
         }
         let per_family = Tensor::stack(&per_family, 0)?;
         Ok((per_family.mean_all()?, per_family))
+    }
+}
+
+/// The recurrent form on the model's own device (how generation runs on CUDA): per layer the
+/// attention sums S = sum phi(k) v^T (heads, dh, dh) and z = sum phi(k) (heads, 1, dh), the
+/// next word's position, and the hidden state after the last word.
+pub struct DeviceState {
+    s: Vec<Tensor>,
+    z: Vec<Tensor>,
+    pub position: usize,
+    hidden: Tensor,
+}
+
+impl Layer {
+    /// One word through the layer in recurrent form; x: (1, d).
+    fn step(&self, x: &Tensor, s: &mut Tensor, z: &mut Tensor, heads: usize) -> Result<Tensor> {
+        let d = x.dim(1)?;
+        let dh = d / heads;
+        let q = fused::feature_map(&self.query.forward(x)?)?.reshape((heads, 1, dh))?;
+        let k = fused::feature_map(&self.key.forward(x)?)?.reshape((heads, 1, dh))?;
+        let v = self.value.forward(x)?.reshape((heads, 1, dh))?;
+        *s = (&*s + k.transpose(1, 2)?.matmul(&v)?)?;
+        *z = (&*z + &k)?;
+        let num = q.matmul(s)?;
+        let den = ((&q * &*z)?.sum_keepdim(D::Minus1)? + ATTENTION_EPS)?;
+        let attended = num.broadcast_div(&den)?.reshape((1, d))?;
+        let x = self.norm1.forward(&(x + self.out.forward(&attended)?)?)?;
+        let ffn = self.ffn_out.forward(&fused::gelu(&self.ffn_in.forward(&x)?)?)?;
+        self.norm2.forward(&(x + ffn)?)
+    }
+}
+
+impl CpTransformer {
+    /// An empty recurrent state on the model's device.
+    pub fn new_state(&self) -> Result<DeviceState> {
+        let c = &self.config;
+        let (h, dh) = (c.n_heads, c.head_dim());
+        let device = self.in_linear.weight.device();
+        Ok(DeviceState {
+            s: (0..c.n_layers).map(|_| Tensor::zeros((h, dh, dh), DType::F32, device)).collect::<Result<_>>()?,
+            z: (0..c.n_layers).map(|_| Tensor::zeros((h, 1, dh), DType::F32, device)).collect::<Result<_>>()?,
+            position: 0,
+            hidden: Tensor::zeros((1, c.d_model), DType::F32, device)?,
+        })
+    }
+
+    /// Feeds one word at the state's position (ids outside their family read as ignore).
+    pub fn step(&self, state: &mut DeviceState, word: Word) -> Result<()> {
+        let c = &self.config;
+        let device = self.in_linear.weight.device();
+        let ids: Vec<u32> = (0..FAMILIES).map(|f| if (word.0[f] as usize) < c.vocab_sizes[f] { word.0[f] as u32 } else { 0 }).collect();
+        let ids = Tensor::from_vec(ids, (1, FAMILIES), device)?;
+        let position = Tensor::from_vec(positional_encoding(&[state.position as u32], c.d_model), (1, c.d_model), device)?;
+        let mut x = (self.embed_words(&ids)? + position)?;
+        for (l, layer) in self.layers.iter().enumerate() {
+            x = layer.step(&x, &mut state.s[l], &mut state.z[l], c.n_heads)?;
+        }
+        state.hidden = self.final_norm.forward(&x)?;
+        state.position += 1;
+        Ok(())
+    }
+
+    /// Type logits of the next word, into `out` (3 values).
+    pub fn step_type_logits(&self, state: &DeviceState, out: &mut [f32]) -> Result<()> {
+        let logits = self.type_head.forward(&state.hidden)?.flatten_all()?.to_vec1::<f32>()?;
+        out.copy_from_slice(&logits);
+        Ok(())
+    }
+
+    /// Logits of the six other families of the next word given its type, into `out` (family
+    /// order; the type entry is left as it is). One transfer from the device.
+    pub fn step_family_logits(&self, state: &DeviceState, word_type: u16, out: &mut [Vec<f32>; FAMILIES]) -> Result<()> {
+        let device = self.in_linear.weight.device();
+        let t = (word_type as u32).min(self.config.vocab_sizes[Family::Type.index()] as u32 - 1);
+        let types = Tensor::from_vec(vec![t], 1, device)?;
+        let logits = self.logits(&state.hidden, &types)?;
+        let after: Vec<Tensor> = AFTER_TYPE.iter().map(|f| logits[f.index()].flatten_all()).collect::<Result<_>>()?;
+        let all = Tensor::cat(&after, 0)?.to_vec1::<f32>()?;
+        let mut at = 0;
+        for f in AFTER_TYPE {
+            let n = out[f.index()].len();
+            out[f.index()].copy_from_slice(&all[at..at + n]);
+            at += n;
+        }
+        Ok(())
     }
 }
 
