@@ -126,54 +126,40 @@ pub fn folder_metrics(dir: &Path, progress: bool) -> Result<(Vec<SongResult>, Ve
     Ok((ok.into_iter().map(|r| r.expect("ok")).collect(), bad.into_iter().map(|r| r.expect_err("err")).collect()))
 }
 
-/// Generates songs with seeds 0..n from the CP model (in parallel, each song on one thread).
-pub fn generate_cp(model: &CpRnn, n: usize, settings: &GenerationSettings, progress: bool) -> Vec<SongResult> {
-    let bar = progress_bar(n, "CP songs", progress);
+/// Songs with seeds 0..n, in parallel (each song on one thread): `write(seed)` returns the
+/// song's grid, its words or tokens, and why it ended.
+fn generate_songs(n: usize, what: &str, progress: bool, write: impl Fn(u64) -> (Grid, usize, Option<Finish>) + Sync) -> Vec<SongResult> {
+    let bar = progress_bar(n, what, progress);
     let songs = (0..n as u64)
         .into_par_iter()
         .map(|seed| {
             let start = Instant::now();
-            let mut generator = Generator::new(model, GenerationSettings { seed, ..settings.clone() });
-            let grid = generator.run_to_end();
+            let (grid, steps, finish) = write(seed);
             let seconds = start.elapsed().as_secs_f64();
             bar.inc(1);
-            SongResult {
-                name: format!("seed {seed}"),
-                metrics: SongMetrics::of(&grid),
-                steps: generator.words().len(),
-                eos: Some(generator.finish() == Some(Finish::Eos)),
-                seconds: Some(seconds),
-                grid,
-            }
+            SongResult { name: format!("seed {seed}"), metrics: SongMetrics::of(&grid), steps, eos: Some(finish == Some(Finish::Eos)), seconds: Some(seconds), grid }
         })
         .collect();
     bar.finish_and_clear();
     songs
 }
 
+/// Generates songs with seeds 0..n from the CP model.
+pub fn generate_cp(model: &CpRnn, n: usize, settings: &GenerationSettings, progress: bool) -> Vec<SongResult> {
+    generate_songs(n, "CP songs", progress, |seed| {
+        let mut generator = Generator::new(model, GenerationSettings { seed, ..settings.clone() });
+        let grid = generator.run_to_end();
+        (grid, generator.words().len(), generator.finish())
+    })
+}
+
 /// Generates songs with seeds 0..n from the REMI-XL model with the seed's sampling.
 pub fn generate_remi(model: &RemiXlStream, n: usize, settings: &GenerationSettings, progress: bool) -> Vec<SongResult> {
-    let bar = progress_bar(n, "REMI-XL songs", progress);
-    let songs = (0..n as u64)
-        .into_par_iter()
-        .map(|seed| {
-            let start = Instant::now();
-            let mut generator = RemiGenerator::with_prime(model, GenerationSettings { seed, ..settings.clone() }, SEED_SAMPLING, &[]);
-            let grid = generator.run_to_end();
-            let seconds = start.elapsed().as_secs_f64();
-            bar.inc(1);
-            SongResult {
-                name: format!("seed {seed}"),
-                metrics: SongMetrics::of(&grid),
-                steps: generator.tokens().len(),
-                eos: Some(generator.finish() == Some(Finish::Eos)),
-                seconds: Some(seconds),
-                grid,
-            }
-        })
-        .collect();
-    bar.finish_and_clear();
-    songs
+    generate_songs(n, "REMI-XL songs", progress, |seed| {
+        let mut generator = RemiGenerator::with_prime(model, GenerationSettings { seed, ..settings.clone() }, SEED_SAMPLING, &[]);
+        let grid = generator.run_to_end();
+        (grid, generator.tokens().len(), generator.finish())
+    })
 }
 
 /// The mean validation loss of `weights` on the validation songs of `data` (windows of 2,048):
