@@ -5,7 +5,8 @@
 //! Sampling keeps words well formed (a grammar mask, documented here): a Metrical word gets a
 //! bar-beat value (never "ignore"); a Bar word has no tempo or chord; a beat word gets a tempo
 //! and a chord value or CONTI; a Note word gets a pitch, a duration and a velocity. With a key
-//! lock, out-of-key pitches are masked; EOS is masked until `min_bars` bars are complete. This
+//! lock, out-of-key pitches are masked; EOS is masked until `min_bars` bars are complete, and
+//! after that drawn at its own probability outside the type nucleus (see `sample_word`). This
 //! is the library API the CLI and the plugin's worker drive. It runs any `WordModel`: the plain
 //! Rust recurrent model on the CPU (the fast path, which allocates nothing per word once built),
 //! or the candle model on a CUDA device (`Inference` picks).
@@ -337,14 +338,21 @@ impl<'m, M: WordModel> Generator<'m, M> {
 
     fn sample_word(&mut self) -> Result<Word, String> {
         self.model.type_logits(&self.state, &mut self.type_logits)?;
-        if self.bars < self.settings.min_bars {
-            self.type_logits[TYPE_EOS as usize] = f32::NEG_INFINITY;
-        }
         let how = self.settings.sampling.families[Family::Type.index()];
-        let ty = sample(&mut self.type_logits, how, &mut self.rng, &mut self.scratch) as u16;
-        if ty == TYPE_EOS {
-            return Ok(Word::EOS);
+        // EOS is drawn at the model's own probability (at the type temperature), outside the
+        // type nucleus: a nucleus of 0.9 drops EOS whenever the model gives it under 10 %, which
+        // a model unsure of where a song ends always does, and songs would never end.
+        if self.bars >= self.settings.min_bars {
+            let t = how.temperature.max(1e-6);
+            let max = self.type_logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let total: f32 = self.type_logits.iter().map(|l| ((l - max) / t).exp()).sum();
+            let p_eos = ((self.type_logits[TYPE_EOS as usize] - max) / t).exp() / total;
+            if (self.rng.uniform() as f32) < p_eos {
+                return Ok(Word::EOS);
+            }
         }
+        self.type_logits[TYPE_EOS as usize] = f32::NEG_INFINITY;
+        let ty = sample(&mut self.type_logits, how, &mut self.rng, &mut self.scratch) as u16;
         self.model.family_logits(&mut self.state, ty, &mut self.logits)?;
         let mut word = Word([IGNORE; FAMILIES]);
         word.0[Family::Type.index()] = ty;

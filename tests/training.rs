@@ -234,3 +234,50 @@ fn remi_xl_trains_resumes_exactly_and_generates_reproducibly() {
     assert!(grid.slots.iter().flat_map(|s| &s.notes).all(|n| key.contains(n.pitch)), "every pitch is in D major");
     assert!(tokens.iter().all(|&t| (t as usize) < remi::VOCAB_SIZE));
 }
+
+/// A model with fixed logits: the type is Metrical with 92 %, EOS and Note 4 % each; every
+/// Metrical word is a Beat (never a Bar).
+struct FixedModel;
+
+impl cp_piano::generate::WordModel for FixedModel {
+    type State = ();
+    fn new_state(&self) -> Result<(), String> {
+        Ok(())
+    }
+    fn step(&self, _: &mut (), _: cp_piano::cp::Word) -> Result<(), String> {
+        Ok(())
+    }
+    fn type_logits(&self, _: &(), out: &mut [f32]) -> Result<(), String> {
+        out.copy_from_slice(&[0.04f32.ln(), 0.92f32.ln(), 0.04f32.ln()]);
+        Ok(())
+    }
+    fn family_logits(&self, _: &mut (), _: u16, out: &mut [Vec<f32>; cp_piano::cp::FAMILIES]) -> Result<(), String> {
+        for (f, logits) in out.iter_mut().enumerate() {
+            logits.iter_mut().for_each(|l| *l = 0.0);
+            if f == Family::BarBeat.index() {
+                logits[1] = -100.0; // no Bar
+            }
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn eos_is_drawn_outside_the_type_nucleus_once_the_minimum_is_reached() {
+    // The type nucleus (0.9) keeps only Metrical here; EOS still ends every song, at its own
+    // 4 % a word, once the minimum length is reached, and never before it.
+    let mut lengths = Vec::new();
+    for seed in 0..10 {
+        let settings = GenerationSettings { seed, max_words: 2000, min_bars: 0, ..GenerationSettings::default() };
+        let mut g = Generator::try_with_prime(&FixedModel, settings, &[cp_piano::cp::Word::BAR]).unwrap();
+        g.run_to_end();
+        assert_eq!(g.finish(), Some(Finish::Eos), "seed {seed}");
+        lengths.push(g.words().len());
+    }
+    let mean = lengths.iter().sum::<usize>() as f64 / lengths.len() as f64;
+    assert!((5.0..100.0).contains(&mean), "mean length {mean} for a 4 % chance a word");
+    let settings = GenerationSettings { seed: 1, max_words: 2000, min_bars: 1, ..GenerationSettings::default() };
+    let mut g = Generator::try_with_prime(&FixedModel, settings, &[cp_piano::cp::Word::BAR]).unwrap();
+    g.run_to_end();
+    assert_eq!(g.finish(), Some(Finish::WordCap), "no bar completes, so EOS stays masked");
+}
