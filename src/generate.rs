@@ -28,8 +28,8 @@ pub struct GenerationSettings {
     pub max_words: usize,
     /// Stop when this many bars are complete.
     pub max_bars: Option<u32>,
-    /// EOS is not sampled before this many bars are complete (default 32: the shipped model
-    /// sometimes ends after a few bars; POP909 songs run ~40-130 bars).
+    /// EOS is not sampled before this many bars are complete (default 32: left alone, the
+    /// shipped model ends some songs after a few bars; POP909's songs have median 79 bars).
     pub min_bars: u32,
     pub key: Option<Key>,
 }
