@@ -230,12 +230,7 @@ impl<'m, M: WordModel> Generator<'m, M> {
         if words.is_empty() {
             words.push(Word::BAR);
         }
-        let mut pitch_allowed = [true; 128];
-        if let Some(key) = settings.key {
-            for (p, allowed) in pitch_allowed.iter_mut().enumerate() {
-                *allowed = key.contains(p as u8);
-            }
-        }
+        let pitch_allowed = crate::key::allowed_pitches(settings.key);
         let mut g = Generator {
             model,
             state: model.new_state()?,

@@ -27,6 +27,11 @@ impl Key {
     }
 }
 
+/// Which MIDI pitches generation may write: all, or those of `key`.
+pub fn allowed_pitches(key: Option<Key>) -> [bool; 128] {
+    std::array::from_fn(|p| key.is_none_or(|k| k.contains(p as u8)))
+}
+
 impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}{}", ROOT_NAMES[self.tonic as usize], if self.minor { "m" } else { "" })

@@ -40,12 +40,7 @@ impl<'m> RemiGenerator<'m> {
         if tokens.is_empty() {
             tokens.push(BAR);
         }
-        let mut pitch_allowed = [true; 128];
-        if let Some(key) = settings.key {
-            for (p, allowed) in pitch_allowed.iter_mut().enumerate() {
-                *allowed = key.contains(p as u8);
-            }
-        }
+        let pitch_allowed = crate::key::allowed_pitches(settings.key);
         let mut state = model.new_state();
         for &t in &tokens[..tokens.len() - 1] {
             model.step(&mut state, t);

@@ -2,6 +2,8 @@
 //! segment recurrence with memory equal to one pass over the whole sequence, and the
 //! token-by-token generator equal to the candle model fed one token at a time.
 
+mod common;
+
 use std::collections::HashMap;
 
 use candle_core::{Device, Tensor, D};
@@ -65,12 +67,7 @@ fn every_parameter_receives_a_gradient_over_several_segments() {
     // A random model is near uniform over the 332 tokens.
     assert!((value - (VOCAB_SIZE as f32).ln()).abs() < 1.5, "loss {value}");
     assert_eq!(per_token.dims(), [1]);
-    let grads = loss.backward().unwrap();
-    for (name, var) in model.named_vars() {
-        let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{name} has no gradient"));
-        let norm = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
-        assert!(norm > 0.0, "{name} gets a zero gradient");
-    }
+    common::assert_every_parameter_has_a_gradient(&model, &loss);
 }
 
 #[test]

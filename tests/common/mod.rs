@@ -138,3 +138,13 @@ pub fn pop909_root() -> Option<PathBuf> {
         None
     }
 }
+
+/// Asserts that every parameter of `model` gets a non-zero gradient from `loss`.
+pub fn assert_every_parameter_has_a_gradient(model: &cp_piano::model::Trainable, loss: &candle_core::Tensor) {
+    let grads = loss.backward().unwrap();
+    for (name, var) in model.named_vars() {
+        let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{name} has no gradient"));
+        let norm = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(norm > 0.0, "{name} gets a zero gradient");
+    }
+}
