@@ -358,7 +358,6 @@ fn bench(words: usize, weights: Option<PathBuf>, no_training: bool) -> Result<()
 }
 
 fn eval(midi: Option<PathBuf>, songs: usize, pop909: Option<PathBuf>, cp_weights: Option<PathBuf>, remi_weights: Option<PathBuf>, min_bars: u32, out: PathBuf) -> Result<()> {
-    use cp_piano::checkpoint::Weights;
     use cp_piano::eval::{compare, folder_metrics, CompareOptions, Group};
     if let Some(dir) = midi {
         let (results, skipped) = folder_metrics(&dir, true)?;
@@ -380,11 +379,7 @@ fn eval(midi: Option<PathBuf>, songs: usize, pop909: Option<PathBuf>, cp_weights
         return Ok(());
     }
     let cp = cp_piano::weights::load_weights(cp_weights.as_deref())?;
-    let remi_xl = match (&remi_weights, shipped_remi_xl()) {
-        (Some(dir), _) => Weights::load_dir(dir)?,
-        (None, Some((config, bytes))) => Weights::from_bytes(config, bytes)?,
-        (None, None) => anyhow::bail!("this build has no REMI-XL weights (weights/remi-xl/ is empty): pass --remi-weights DIR"),
-    };
+    let remi_xl = cp_piano::weights::load_remi_xl_weights(remi_weights.as_deref(), shipped_remi_xl())?;
     let command = std::iter::once("cp-piano".to_string()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ");
     let start = Instant::now();
     let report = compare(&CompareOptions { songs: songs.max(1), pop909, cp, remi_xl, min_bars, out: out.clone(), progress: true, command })?;

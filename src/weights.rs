@@ -41,13 +41,18 @@ pub fn load_cp_rnn(dir: Option<&Path>, precision: Precision) -> Result<CpRnn> {
     CpRnn::from_tensors(&weights.cp_config()?, &weights.tensors, precision)
 }
 
-/// The streaming REMI-XL model from `dir`, or from `shipped` (config JSON, safetensors bytes:
-/// the command line embeds weights/remi-xl/) when `dir` is `None`.
+/// REMI-XL weights from `dir`, or from `shipped` (config JSON, safetensors bytes: the command
+/// line embeds weights/remi-xl/) when `dir` is `None`.
+pub fn load_remi_xl_weights(dir: Option<&Path>, shipped: Option<(&str, &[u8])>) -> Result<Weights> {
+    match (dir, shipped) {
+        (Some(dir), _) => Weights::load_dir(dir),
+        (None, Some((config, bytes))) => Weights::from_bytes(config, bytes),
+        (None, None) => bail!("this build has no REMI-XL weights (weights/remi-xl/ is empty): pass a weights folder, e.g. a run's best/"),
+    }
+}
+
+/// The streaming REMI-XL model from `dir` or the shipped weights.
 pub fn load_remi_xl_stream(dir: Option<&Path>, shipped: Option<(&str, &[u8])>, precision: Precision) -> Result<RemiXlStream> {
-    let weights = match (dir, shipped) {
-        (Some(dir), _) => Weights::load_dir(dir)?,
-        (None, Some((config, bytes))) => Weights::from_bytes(config, bytes)?,
-        (None, None) => bail!("this build has no REMI-XL weights (weights/remi-xl/ is empty): pass --weights DIR, e.g. a run's best/ folder"),
-    };
+    let weights = load_remi_xl_weights(dir, shipped)?;
     RemiXlStream::from_tensors(&weights.xl_config()?, &weights.tensors, precision)
 }

@@ -173,13 +173,14 @@ impl XlLayer {
         })
     }
 
-    /// x: (b, q, d) this layer's input for the segment; mem: (b, m, d) or none; positions:
-    /// (klen, d) encodings of distances klen-1 .. 0; biases: (heads, d_head) each.
+    /// x: (b, q, d) this layer's input for the segment; context: (b, m + q, d) the memory
+    /// followed by x; positions: (klen, d) encodings of distances klen-1 .. 0; biases:
+    /// (heads, d_head) each.
     #[allow(clippy::too_many_arguments)]
     fn forward(
         &self,
         x: &Tensor,
-        mem: Option<&Tensor>,
+        context: &Tensor,
         positions: &Tensor,
         r_w_bias: &Tensor,
         r_r_bias: &Tensor,
@@ -188,13 +189,9 @@ impl XlLayer {
     ) -> Result<Tensor> {
         let (b, q, _) = x.dims3()?;
         let (h, dh, a) = (c.n_heads, c.d_head, c.attention_width());
-        let context = match mem {
-            Some(m) => Tensor::cat(&[m, x], 1)?,
-            None => x.clone(),
-        };
         let k = context.dim(1)?;
         let m = k - q;
-        let heads = self.qkv.forward(&self.norm1.forward(&context)?)?;
+        let heads = self.qkv.forward(&self.norm1.forward(context)?)?;
         let split = |t: Tensor, len: usize| t.reshape((b, len, h, dh))?.transpose(1, 2)?.contiguous();
         let query = split(heads.narrow(1, m, q)?.narrow(2, 0, a)?, q)?;
         let key = split(heads.narrow(2, a, a)?, k)?;
@@ -266,14 +263,13 @@ impl RemiXl {
         }
         let mut new_mems = Vec::with_capacity(c.n_layers);
         for (i, layer) in self.layers.iter().enumerate() {
-            let mem = mems.get(i);
-            let all = match mem {
+            let context = match mems.get(i) {
                 Some(mem) => Tensor::cat(&[mem, &x], 1)?,
                 None => x.clone(),
             };
-            let keep = all.dim(1)?.min(c.mem_len);
-            new_mems.push(all.narrow(1, all.dim(1)? - keep, keep)?);
-            x = layer.forward(&x, mem, &positions, &self.r_w_bias, &self.r_r_bias, c, &mut dropout)?;
+            let keep = context.dim(1)?.min(c.mem_len);
+            new_mems.push(context.narrow(1, context.dim(1)? - keep, keep)?);
+            x = layer.forward(&x, &context, &positions, &self.r_w_bias, &self.r_r_bias, c, &mut dropout)?;
         }
         Ok((self.out.forward(&x)?, new_mems))
     }
