@@ -12,7 +12,7 @@ use candle_core::{Device, Tensor};
 use crate::cp::{Family, Word, TYPE_EOS};
 use crate::model::config::Config;
 use crate::model::cp_rnn::{CpRnn, Precision};
-use crate::model::cp_transformer::Dropout;
+use crate::model::fused::Dropout;
 use crate::model::init::Rng;
 use crate::model::remi_xl::XlConfig;
 use crate::model::remi_xl_stream::RemiXlStream;
@@ -43,6 +43,23 @@ pub fn generation_ms_per_word(rnn: &CpRnn, words: usize, seed: u64) -> f64 {
         word = Word(next);
     }
     start.elapsed().as_secs_f64() * 1000.0 / words as f64
+}
+
+/// GFLOP/s of an f32 (m x k) @ (k x n) product on all threads (the GEMM of the fused training
+/// ops), best of `repeats`: the machine's own yardstick for the training figures.
+pub fn gemm_gflops(m: usize, k: usize, n: usize, repeats: usize) -> f64 {
+    use crate::model::fused::linear::{matmul, Mat, Threads};
+    let mut rng = Rng::new(1);
+    let a: Vec<f32> = (0..m * k).map(|_| rng.normal() as f32).collect();
+    let b: Vec<f32> = (0..k * n).map(|_| rng.normal() as f32).collect();
+    let mut c = vec![0f32; m * n];
+    let mut best = f64::INFINITY;
+    for _ in 0..repeats {
+        let start = Instant::now();
+        matmul(&mut c, n, false, Mat::rows(&a, m, k, k), Mat::rows(&b, k, n, n), Threads::All);
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    2.0 * (m * k * n) as f64 / best / 1e9
 }
 
 /// Training words per second of a preset: `steps` timed steps after one warm-up step.

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::batches::{epoch_batches, make_batch, windows, Window};
 use crate::checkpoint::{export_weights, load_checkpoint, save_checkpoint};
 use crate::dataset::{self, Dataset, Source, Split};
-use crate::model::cp_transformer::Dropout;
+use crate::model::fused::Dropout;
 use crate::model::{ModelConfig, ModelKind, Trainable};
 use crate::optim::{learning_rate, AdamW, AdamWConfig};
 use crate::plot;

@@ -9,7 +9,8 @@ use candle_core::{DType, Device, Tensor, D};
 use cp_piano::cp::{Family, Word, FAMILIES, FAMILY_SIZES};
 use cp_piano::model::config::Config;
 use cp_piano::model::cp_rnn::{CpRnn, Precision};
-use cp_piano::model::cp_transformer::{parameter_count, positional_encoding, Batch, Dropout};
+use cp_piano::model::cp_transformer::{parameter_count, positional_encoding, Batch};
+use cp_piano::model::fused::Dropout;
 use cp_piano::model::init::Rng;
 use cp_piano::model::Trainable;
 
@@ -134,9 +135,8 @@ fn fused_kernels_match_candle_ops_in_value_and_gradient() {
     let b = Var::from_tensor(&Tensor::from_vec((0..40).map(|i| i as f32 / 80.0 - 0.2).collect::<Vec<_>>(), 40, &Device::Cpu).unwrap()).unwrap();
     let weights = Tensor::from_vec((0..240).map(|i| ((i * 7) % 13) as f32 / 13.0 - 0.5).collect::<Vec<_>>(), (6, 40), &Device::Cpu).unwrap();
     type Op = fn(&Tensor, &Tensor, &Tensor) -> candle_core::Result<Tensor>;
-    let pairs: [(&str, Op, Op); 3] = [
+    let pairs: [(&str, Op, Op); 2] = [
         ("gelu", |x, _, _| fused::gelu(x), |x, _, _| fused::reference::gelu(x)),
-        ("feature map", |x, _, _| fused::feature_map(x), |x, _, _| fused::reference::feature_map(x)),
         ("layer norm", |x, w, b| fused::layer_norm(x, w, b, 1e-5), |x, w, b| fused::reference::layer_norm(x, w, b, 1e-5)),
     ];
     let max_diff = |a: &Tensor, b: &Tensor| (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
@@ -154,6 +154,99 @@ fn fused_kernels_match_candle_ops_in_value_and_gradient() {
             }
         }
     }
+}
+
+/// Largest |a - b| over two tensors of one shape.
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+}
+
+/// Checks a fused op against its composite form: the same forward values, and the same
+/// gradients of every input under a fixed random weighting of the output.
+fn check_against_composite(name: &str, inputs: &[Tensor], fast: &dyn Fn(&[Tensor]) -> Tensor, slow: &dyn Fn(&[Tensor]) -> Tensor, tolerance: f32) {
+    use candle_core::Var;
+    let vars: Vec<Var> = inputs.iter().map(|t| Var::from_tensor(t).unwrap()).collect();
+    let tensors: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+    let (yf, ys) = (fast(&tensors), slow(&tensors));
+    assert_eq!(yf.dims(), ys.dims(), "{name}: shapes");
+    let scale = ys.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap().max(1.0);
+    assert!(max_diff(&yf, &ys) < tolerance * scale, "{name} forward differs by {}", max_diff(&yf, &ys));
+    let mut rng = Rng::new(99);
+    let weighting = Tensor::from_vec((0..ys.elem_count()).map(|_| rng.normal() as f32).collect::<Vec<_>>(), ys.shape(), &Device::Cpu).unwrap();
+    let gf = (yf * &weighting).unwrap().sum_all().unwrap().backward().unwrap();
+    let gs = (ys * &weighting).unwrap().sum_all().unwrap().backward().unwrap();
+    for (i, v) in vars.iter().enumerate() {
+        let (a, b) = (gf.get(v.as_tensor()).expect("fused gradient"), gs.get(v.as_tensor()).expect("composite gradient"));
+        let scale = b.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap().max(1.0);
+        assert!(max_diff(a, b) < tolerance * scale, "{name}: gradient of input {i} differs by {} (scale {scale})", max_diff(a, b));
+    }
+}
+
+fn random_tensor(shape: &[usize], seed: u64, scale: f64) -> Tensor {
+    let mut rng = Rng::new(seed);
+    let n = shape.iter().product::<usize>();
+    Tensor::from_vec((0..n).map(|_| (rng.normal() * scale) as f32).collect::<Vec<_>>(), shape, &Device::Cpu).unwrap()
+}
+
+#[test]
+fn fused_linear_matches_matmul_plus_bias() {
+    use cp_piano::model::fused;
+    let inputs = [random_tensor(&[3, 50, 24], 1, 1.0), random_tensor(&[40, 24], 2, 0.3), random_tensor(&[40], 3, 0.5)];
+    check_against_composite(
+        "linear",
+        &inputs,
+        &|t| fused::linear(&t[0], &t[1], &t[2]).unwrap(),
+        &|t| fused::reference::linear(&t[0], &t[1], &t[2]).unwrap(),
+        1e-5,
+    );
+}
+
+#[test]
+fn fused_attention_matches_the_chunked_candle_form() {
+    // 150 words: two whole chunks and a partial one, so the state carried across chunks and
+    // the ragged end are both covered; two sequences of three heads.
+    use cp_piano::model::fused;
+    let inputs = [random_tensor(&[2, 150, 24], 4, 1.0), random_tensor(&[2, 150, 24], 5, 1.0), random_tensor(&[2, 150, 24], 6, 1.0)];
+    check_against_composite(
+        "linear attention",
+        &inputs,
+        &|t| fused::linear_attention(&t[0], &t[1], &t[2], 3).unwrap(),
+        &|t| fused::reference::linear_attention(&t[0], &t[1], &t[2], 3).unwrap(),
+        1e-4,
+    );
+}
+
+#[test]
+fn fused_dropout_drops_at_its_rate_and_matches_its_mask() {
+    use cp_piano::model::fused::Dropout;
+    let shape = [4, 100, 32];
+    let inputs = [random_tensor(&shape, 7, 1.0), random_tensor(&shape, 8, 1.0)];
+    // The fused residual add and the composite x + y * mask draw the same mask from the seed.
+    check_against_composite(
+        "residual dropout",
+        &inputs,
+        &|t| Dropout::new(0.1, 42).add_to(&t[0], &t[1]).unwrap(),
+        &|t| {
+            let mask = Dropout::new(0.1, 42).next_mask().tensor(t[1].shape(), &Device::Cpu).unwrap();
+            (&t[0] + t[1].mul(&mask).unwrap()).unwrap()
+        },
+        1e-6,
+    );
+    check_against_composite(
+        "dropout",
+        &inputs[..1],
+        &|t| Dropout::new(0.1, 42).apply(&t[0]).unwrap(),
+        &|t| t[0].mul(&Dropout::new(0.1, 42).next_mask().tensor(t[0].shape(), &Device::Cpu).unwrap()).unwrap(),
+        1e-6,
+    );
+    // About a tenth dropped, the rest scaled by 1 / 0.9; the next mask of a step differs.
+    let mut dropout = Dropout::new(0.1, 42);
+    let first = dropout.next_mask().tensor(&candle_core::Shape::from(&shape[..]), &Device::Cpu).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let second = dropout.next_mask().tensor(&candle_core::Shape::from(&shape[..]), &Device::Cpu).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let dropped = first.iter().filter(|&&m| m == 0.0).count() as f64 / first.len() as f64;
+    assert!((dropped - 0.1).abs() < 0.01, "dropped {dropped}");
+    assert!(first.iter().all(|&m| m == 0.0 || (m - 1.0 / 0.9).abs() < 1e-6));
+    assert_ne!(first, second);
 }
 
 #[test]

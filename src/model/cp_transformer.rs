@@ -6,8 +6,8 @@
 //! -> final LayerNorm -> the type head; then Linear(d + type embedding -> d) feeds the six other
 //! family heads. Teacher forcing feeds the target type to that second stage.
 //!
-//! Attention is computed in chunks of `CHUNK` words: quadratic inside a chunk, prefix states
-//! across chunks; this is exactly the recurrence of `cp_rnn` (a test checks it). `step` is that
+//! Attention is `fused::linear_attention`, in chunks of `CHUNK` words: quadratic inside a chunk,
+//! prefix states across chunks; this is exactly the recurrence of `cp_rnn` (a test checks it). `step` is that
 //! recurrence on the model's own device, which is how generation runs on CUDA. This module
 //! knows tensors and the CP vocabulary only: no plugin, no files besides safetensors.
 
@@ -16,12 +16,12 @@ use candle_nn::{Embedding, VarBuilder};
 
 use crate::cp::{Family, Word, FAMILIES};
 use crate::model::config::Config;
-use crate::model::fused;
+use crate::model::fused::{self, Dropout};
 
 /// Words per attention chunk in the training form.
-pub const CHUNK: usize = 64;
+pub const CHUNK: usize = fused::attention::CHUNK;
 /// Added to the attention normaliser (as in fast-transformers).
-pub const ATTENTION_EPS: f64 = 1e-6;
+pub const ATTENTION_EPS: f64 = fused::attention::EPS as f64;
 /// LayerNorm epsilon.
 pub const LN_EPS: f32 = 1e-5;
 
@@ -43,13 +43,7 @@ impl Dense {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let dims = x.dims().to_vec();
-        let in_dim = *dims.last().expect("rank >= 1");
-        let rows = x.elem_count() / in_dim;
-        let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?;
-        let mut out = dims;
-        *out.last_mut().expect("rank >= 1") = self.weight.dim(0)?;
-        y.reshape(out)
+        fused::linear(x, &self.weight, &self.bias)
     }
 }
 
@@ -87,61 +81,12 @@ pub struct Layer {
     pub norm2: Norm,
 }
 
-/// Dropout masks from a seeded generator, so training and its resume are reproducible.
-#[derive(Debug, Clone)]
-pub struct Dropout {
-    pub p: f32,
-    state: u64,
-}
-
-impl Dropout {
-    pub fn new(p: f32, seed: u64) -> Dropout {
-        Dropout { p, state: seed.wrapping_mul(0x9E3779B97F4A7C15) | 1 }
+/// residual + drop(x), or the plain sum without dropout (validation, generation).
+fn residual(residual: &Tensor, x: &Tensor, dropout: &mut Option<&mut Dropout>) -> Result<Tensor> {
+    match dropout.as_deref_mut() {
+        Some(drop) => drop.add_to(residual, x),
+        None => residual + x,
     }
-
-    pub fn apply(&mut self, x: &Tensor) -> Result<Tensor> {
-        if self.p <= 0.0 {
-            return Ok(x.clone());
-        }
-        let keep = 1.0 / (1.0 - self.p);
-        let threshold = (self.p as f64 * u32::MAX as f64) as u32;
-        let mut mask = Vec::with_capacity(x.elem_count());
-        for _ in 0..x.elem_count() {
-            self.state ^= self.state << 13;
-            self.state ^= self.state >> 7;
-            self.state ^= self.state << 17;
-            mask.push(if ((self.state >> 32) as u32) < threshold { 0.0 } else { keep });
-        }
-        x.mul(&Tensor::from_vec(mask, x.shape(), x.device())?)
-    }
-}
-
-/// Exact causal linear attention, chunked. q, k, v: (batch, heads, time, head_dim) with time a
-/// multiple of `CHUNK`. Returns (batch, heads, time, head_dim).
-pub fn causal_linear_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
-    let (b, h, t, dh) = q.dims4()?;
-    let n = t / CHUNK;
-    let device = q.device();
-    let (q, k) = (fused::feature_map(q)?, fused::feature_map(k)?);
-    let bhn = b * h * n;
-    let qc = q.reshape((bhn, CHUNK, dh))?;
-    let kc = k.reshape((bhn, CHUNK, dh))?;
-    let vc = v.reshape((bhn, CHUNK, dh))?;
-    // Inside a chunk: the masked quadratic form.
-    let causal = Tensor::tril2(CHUNK, DType::F32, device)?;
-    let scores = qc.matmul(&kc.t()?)?.broadcast_mul(&causal)?;
-    let num_intra = scores.matmul(&vc)?;
-    let den_intra = scores.sum(D::Minus1)?;
-    // Across chunks: states of all earlier chunks (strictly lower-triangular prefix sum).
-    let prefix = (Tensor::tril2(n, DType::F32, device)? - Tensor::eye(n, DType::F32, device)?)?;
-    let prefix = prefix.unsqueeze(0)?.broadcast_as((b * h, n, n))?.contiguous()?;
-    let kv = kc.t()?.matmul(&vc)?.reshape((b * h, n, dh * dh))?;
-    let kv_before = prefix.matmul(&kv)?.reshape((bhn, dh, dh))?;
-    let z = kc.sum(1)?.reshape((b * h, n, dh))?;
-    let z_before = prefix.matmul(&z)?.reshape((bhn, 1, dh))?;
-    let num = (num_intra + qc.matmul(&kv_before)?)?;
-    let den = ((den_intra + qc.broadcast_mul(&z_before)?.sum(D::Minus1)?)? + ATTENTION_EPS)?;
-    num.broadcast_div(&den.unsqueeze(D::Minus1)?)?.reshape((b, h, t, dh))
 }
 
 impl Layer {
@@ -160,22 +105,11 @@ impl Layer {
     }
 
     fn forward(&self, x: &Tensor, heads: usize, dropout: &mut Option<&mut Dropout>) -> Result<Tensor> {
-        let (b, t, d) = x.dims3()?;
-        let split = |y: Tensor| y.reshape((b, t, heads, d / heads))?.transpose(1, 2)?.contiguous();
-        let q = split(self.query.forward(x)?)?;
-        let k = split(self.key.forward(x)?)?;
-        let v = split(self.value.forward(x)?)?;
-        let attended = causal_linear_attention(&q, &k, &v)?.transpose(1, 2)?.reshape((b, t, d))?;
-        let mut attended = self.out.forward(&attended)?;
-        if let Some(drop) = dropout.as_deref_mut() {
-            attended = drop.apply(&attended)?;
-        }
-        let x = self.norm1.forward(&(x + attended)?)?;
-        let mut ffn = self.ffn_out.forward(&fused::gelu(&self.ffn_in.forward(&x)?)?)?;
-        if let Some(drop) = dropout.as_deref_mut() {
-            ffn = drop.apply(&ffn)?;
-        }
-        self.norm2.forward(&(x + ffn)?)
+        let (q, k, v) = (self.query.forward(x)?, self.key.forward(x)?, self.value.forward(x)?);
+        let attended = self.out.forward(&fused::linear_attention(&q, &k, &v, heads)?)?;
+        let x = self.norm1.forward(&residual(x, &attended, dropout)?)?;
+        let ffn = self.ffn_out.forward(&fused::gelu(&self.ffn_in.forward(&x)?)?)?;
+        self.norm2.forward(&residual(&x, &ffn, dropout)?)
     }
 }
 

@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 use crate::cp::FAMILY_NAMES;
 use crate::dataset::Representation;
 use config::Config;
-use cp_transformer::{Batch, CpTransformer, Dropout};
+use cp_transformer::{Batch, CpTransformer};
+use fused::Dropout;
 use remi_xl::{RemiXl, XlConfig};
 
 /// Which model: the product's CP linear transformer or the REMI Transformer-XL baseline.

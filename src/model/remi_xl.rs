@@ -16,7 +16,8 @@ use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{Embedding, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use crate::model::cp_transformer::{Batch, Dense, Dropout, Norm};
+use crate::model::cp_transformer::{Batch, Dense, Norm};
+use crate::model::fused::Dropout;
 use crate::remi;
 
 /// Sizes of a REMI Transformer-XL.
