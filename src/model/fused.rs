@@ -38,15 +38,17 @@ fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
     }
 }
 
-fn map_par(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
+/// A slice kernel (`simd::map_kernel!`) over x, split across threads.
+fn map_par(x: &[f32], kernel: fn(&[f32], &mut [f32])) -> Vec<f32> {
     let mut out = vec![0f32; x.len()];
-    out.par_chunks_mut(PAR_MIN).zip(x.par_chunks(PAR_MIN)).for_each(|(o, i)| simd::map(i, o, &f));
+    out.par_chunks_mut(PAR_MIN).zip(x.par_chunks(PAR_MIN)).for_each(|(o, i)| kernel(i, o));
     out
 }
 
-fn map2_par(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+/// A two-input slice kernel (`simd::map2_kernel!`) over a and b, split across threads.
+fn map2_par(a: &[f32], b: &[f32], kernel: fn(&[f32], &[f32], &mut [f32])) -> Vec<f32> {
     let mut out = vec![0f32; a.len()];
-    out.par_chunks_mut(PAR_MIN).zip(a.par_chunks(PAR_MIN).zip(b.par_chunks(PAR_MIN))).for_each(|(o, (a, b))| simd::map2(a, b, o, &f));
+    out.par_chunks_mut(PAR_MIN).zip(a.par_chunks(PAR_MIN).zip(b.par_chunks(PAR_MIN))).for_each(|(o, (a, b))| kernel(a, b, o));
     out
 }
 

@@ -16,7 +16,8 @@ use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::linear::{matmul, Mat, Threads};
-use super::{contiguous_f32, simd, with_f32};
+use super::simd::{self, map2_kernel, map_kernel};
+use super::{contiguous_f32, with_f32};
 
 /// Words per chunk.
 pub const CHUNK: usize = 64;
@@ -29,20 +30,21 @@ pub struct LinearAttention {
     pub heads: usize,
 }
 
-fn phi(x: f32) -> f32 {
-    if x > 0.0 {
-        x + 1.0
-    } else {
-        simd::exp(x)
-    }
-}
+map_kernel!(
+    /// The feature map phi(x) = elu(x) + 1.
+    phi,
+    |x| if x > 0.0 { x + 1.0 } else { simd::exp(x) }
+);
 
-fn phi_grad(x: f32, g: f32) -> f32 {
-    if x > 0.0 {
-        g
-    } else {
-        g * simd::exp(x)
-    }
+map2_kernel!(
+    /// g phi'(x): g where x > 0, g e^x elsewhere.
+    phi_grad,
+    |x, g| if x > 0.0 { g } else { g * simd::exp(x) }
+);
+
+/// Copies a slice (the identity as a slice kernel).
+fn copy(x: &[f32], out: &mut [f32]) {
+    out.copy_from_slice(x)
 }
 
 /// One (sequence, head): its columns of a (time, d) buffer.
@@ -61,11 +63,11 @@ impl Head {
     }
 
     /// The head's columns, copied out contiguous (time, dh), through `f`.
-    fn gather(&self, buf: &[f32], f: impl Fn(f32) -> f32) -> Vec<f32> {
+    fn gather(&self, buf: &[f32], kernel: fn(&[f32], &mut [f32])) -> Vec<f32> {
         let mut out = vec![0f32; self.time * self.dh];
         for (t, row) in out.chunks_mut(self.dh).enumerate() {
             let at = self.offset + t * self.d;
-            simd::map(&buf[at..at + self.dh], row, &f);
+            kernel(&buf[at..at + self.dh], row);
         }
         out
     }
@@ -247,10 +249,10 @@ impl CustomOp3 for LinearAttention {
                                     let (pq, pk) = (h.gather(q, phi), h.gather(k, phi));
                                     let (mut dq, mut dk, dv) = backward_head(&pq, &pk, h.view(v), h.view(o), h.view(g), h.dh);
                                     // Through the feature map: d/dx phi(x) = 1 (x > 0) or e^x.
-                                    let (rq, rk) = (h.gather(q, |x| x), h.gather(k, |x| x));
+                                    let (rq, rk) = (h.gather(q, copy), h.gather(k, copy));
                                     let (gq, gk) = (dq.clone(), dk.clone());
-                                    simd::map2(&rq, &gq, &mut dq, phi_grad);
-                                    simd::map2(&rk, &gk, &mut dk, phi_grad);
+                                    phi_grad(&rq, &gq, &mut dq);
+                                    phi_grad(&rk, &gk, &mut dk);
                                     (dq, dk, dv)
                                 })
                                 .collect::<Vec<_>>()

@@ -1,7 +1,7 @@
 //! Vectorisable f32 math and run-time dispatch. `exp` and `erf` are written without calls,
 //! table look-ups or saturating float-to-int casts, so a loop over them compiles to AVX-512 (or
-//! AVX2) code; `map`/`map2` run such a loop in a build for the best instruction set this CPU has
-//! (detected once at run time; the binary itself targets plain x86-64). Pure functions on
+//! AVX2) code; `map_kernel!`/`map2_kernel!` define such a loop in a build for the best
+//! instruction set this CPU has (detected at run time; the binary itself targets plain x86-64). Pure functions on
 //! slices: no tensors, no threads.
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -74,69 +74,84 @@ pub fn isa() -> Isa {
     Isa::Baseline
 }
 
-#[inline(always)]
-fn map_plain<F: Fn(f32) -> f32>(x: &[f32], out: &mut [f32], f: &F) {
-    for (o, &v) in out.iter_mut().zip(x) {
-        *o = f(v);
-    }
+/// Defines `pub fn $name(x: &[f32], out: &mut [f32])` computing out[i] = $body with `$x` =
+/// x[i], compiled three times (AVX-512, AVX2+FMA, baseline) and dispatched by `isa()`. The body
+/// is written inside each build, so `exp`/`erf` inline into it and the loop vectorises (a
+/// closure passed in would stay a call per element).
+macro_rules! map_kernel {
+    ($(#[$doc:meta])* $name:ident, |$x:ident| $body:expr) => {
+        $(#[$doc])*
+        pub fn $name(x: &[f32], out: &mut [f32]) {
+            #[inline(always)]
+            fn body(x: &[f32], out: &mut [f32]) {
+                assert_eq!(x.len(), out.len());
+                for (o, &$x) in out.iter_mut().zip(x) {
+                    *o = $body;
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+            unsafe fn avx512(x: &[f32], out: &mut [f32]) {
+                body(x, out)
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn avx2(x: &[f32], out: &mut [f32]) {
+                body(x, out)
+            }
+            match $crate::model::fused::simd::isa() {
+                // SAFETY: the CPU has the features these builds were compiled for (`isa`).
+                #[cfg(target_arch = "x86_64")]
+                $crate::model::fused::simd::Isa::Avx512 => unsafe { avx512(x, out) },
+                #[cfg(target_arch = "x86_64")]
+                $crate::model::fused::simd::Isa::Avx2 => unsafe { avx2(x, out) },
+                _ => body(x, out),
+            }
+        }
+    };
 }
 
-#[inline(always)]
-fn map2_plain<F: Fn(f32, f32) -> f32>(a: &[f32], b: &[f32], out: &mut [f32], f: &F) {
-    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
-        *o = f(x, y);
-    }
+/// As `map_kernel!` for two inputs: `pub fn $name(a: &[f32], b: &[f32], out: &mut [f32])`.
+macro_rules! map2_kernel {
+    ($(#[$doc:meta])* $name:ident, |$a:ident, $b:ident| $body:expr) => {
+        $(#[$doc])*
+        pub fn $name(a: &[f32], b: &[f32], out: &mut [f32]) {
+            #[inline(always)]
+            fn body(a: &[f32], b: &[f32], out: &mut [f32]) {
+                assert!(a.len() == out.len() && b.len() == out.len());
+                for ((o, &$a), &$b) in out.iter_mut().zip(a).zip(b) {
+                    *o = $body;
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+            unsafe fn avx512(a: &[f32], b: &[f32], out: &mut [f32]) {
+                body(a, b, out)
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn avx2(a: &[f32], b: &[f32], out: &mut [f32]) {
+                body(a, b, out)
+            }
+            match $crate::model::fused::simd::isa() {
+                // SAFETY: as in `map_kernel!`.
+                #[cfg(target_arch = "x86_64")]
+                $crate::model::fused::simd::Isa::Avx512 => unsafe { avx512(a, b, out) },
+                #[cfg(target_arch = "x86_64")]
+                $crate::model::fused::simd::Isa::Avx2 => unsafe { avx2(a, b, out) },
+                _ => body(a, b, out),
+            }
+        }
+    };
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-unsafe fn map_avx512<F: Fn(f32) -> f32>(x: &[f32], out: &mut [f32], f: &F) {
-    map_plain(x, out, f)
-}
+pub(crate) use {map2_kernel, map_kernel};
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn map_avx2<F: Fn(f32) -> f32>(x: &[f32], out: &mut [f32], f: &F) {
-    map_plain(x, out, f)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-unsafe fn map2_avx512<F: Fn(f32, f32) -> f32>(a: &[f32], b: &[f32], out: &mut [f32], f: &F) {
-    map2_plain(a, b, out, f)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn map2_avx2<F: Fn(f32, f32) -> f32>(a: &[f32], b: &[f32], out: &mut [f32], f: &F) {
-    map2_plain(a, b, out, f)
-}
-
-/// out[i] = f(x[i]), in the best build for this CPU.
-pub fn map<F: Fn(f32) -> f32>(x: &[f32], out: &mut [f32], f: F) {
-    assert_eq!(x.len(), out.len());
-    match isa() {
-        // SAFETY: the CPU has the features these builds were compiled for (checked by `isa`).
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { map_avx512(x, out, &f) },
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { map_avx2(x, out, &f) },
-        _ => map_plain(x, out, &f),
-    }
-}
-
-/// out[i] = f(a[i], b[i]), in the best build for this CPU.
-pub fn map2<F: Fn(f32, f32) -> f32>(a: &[f32], b: &[f32], out: &mut [f32], f: F) {
-    assert!(a.len() == out.len() && b.len() == out.len());
-    match isa() {
-        // SAFETY: as in `map`.
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { map2_avx512(a, b, out, &f) },
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { map2_avx2(a, b, out, &f) },
-        _ => map2_plain(a, b, out, &f),
-    }
-}
+map_kernel!(
+    /// erf over a slice (tests compare the builds).
+    erf_slice,
+    |v| erf(v)
+);
 
 #[cfg(test)]
 mod tests {
@@ -180,11 +195,9 @@ mod tests {
     fn every_build_computes_the_same() {
         let x: Vec<f32> = (0..1000).map(|i| (i as f32 - 500.0) * 0.013).collect();
         let mut fast = vec![0f32; x.len()];
-        map(&x, &mut fast, erf);
-        let mut plain = vec![0f32; x.len()];
-        map_plain(&x, &mut plain, &erf);
-        for (a, b) in fast.iter().zip(&plain) {
-            assert!((a - b).abs() <= 1e-7);
+        erf_slice(&x, &mut fast);
+        for (a, &v) in fast.iter().zip(&x) {
+            assert!((a - erf(v)).abs() <= 1e-7);
         }
     }
 }
