@@ -1,10 +1,12 @@
 //! Training batches: songs cut into windows (songs longer than the window are split, each window
-//! keeping its true positions in the song), a reproducible order per epoch, and padding to a
-//! multiple of the attention chunk with a mask.
+//! keeping its true positions in the song), a reproducible order per epoch, each CP training
+//! song transposed per epoch (augmentation), and padding to a multiple of the attention chunk
+//! with a mask.
 
 use candle_core::{DType, Device, Result, Tensor};
 
-use crate::dataset::{Dataset, Split};
+use crate::cp::Word;
+use crate::dataset::{Dataset, Representation, Split};
 use crate::model::cp_transformer::{positional_encoding, Batch, CHUNK};
 use crate::model::init::Rng;
 
@@ -52,8 +54,23 @@ pub fn epoch_batches(windows: &[Window], batch_size: usize, seed: u64, epoch: u6
     shuffle.into_iter().map(|i| batches[i].clone()).collect()
 }
 
-/// Builds the tensors of a batch; time is padded up to a multiple of `CHUNK`.
-pub fn make_batch(data: &Dataset, windows: &[Window], d_model: usize, device: &Device) -> Result<Batch> {
+/// Lowest and highest transposition of the augmentation, in semitones.
+pub const TRANSPOSE_RANGE: (i32, i32) = (-5, 6);
+
+/// The transposition of a song in an epoch: uniform over `TRANSPOSE_RANGE`, a pure function of
+/// (seed, epoch, song), so a resumed run sees the same data.
+pub fn transposition(seed: u64, epoch: u64, song: usize) -> i32 {
+    let mut rng = Rng::new(seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (song as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F));
+    let (lo, hi) = TRANSPOSE_RANGE;
+    lo + (rng.next_u64() % (hi - lo + 1) as u64) as i32
+}
+
+/// Builds the tensors of a batch, each window's song moved by its entry of `semitones` (CP data
+/// only; empty for none); time is padded up to a multiple of `CHUNK`.
+pub fn make_batch(data: &Dataset, windows: &[Window], semitones: &[i32], d_model: usize, device: &Device) -> Result<Batch> {
+    if !semitones.is_empty() && (semitones.len() != windows.len() || data.representation != Representation::Cp) {
+        candle_core::bail!("transposition needs CP data and one shift per window");
+    }
     let width = data.width();
     let longest = windows.iter().map(|w| w.len).max().unwrap_or(1);
     let t = longest.div_ceil(CHUNK) * CHUNK;
@@ -67,13 +84,21 @@ pub fn make_batch(data: &Dataset, windows: &[Window], d_model: usize, device: &D
         for i in 0..t {
             positions[row * t + i] = (w.start + i) as u32;
         }
+        let shift = semitones.get(row).copied().unwrap_or(0);
+        // Step `step` of the song into `dst`, moved by `shift` (only CP words are moved).
+        let copy = |dst: &mut [u32], step: usize| {
+            let src = &song[step * width..(step + 1) * width];
+            if shift == 0 {
+                dst.iter_mut().zip(src).for_each(|(d, &s)| *d = s as u32);
+            } else {
+                let word = Word(src.try_into().expect("CP words are 7 ids wide")).transposed(shift);
+                dst.iter_mut().zip(word.0).for_each(|(d, s)| *d = s as u32);
+            }
+        };
         for i in 0..w.len {
             let at = (row * t + i) * width;
-            let src = (w.start + i) * width;
-            for f in 0..width {
-                inputs[at + f] = song[src + f] as u32;
-                targets[at + f] = song[src + width + f] as u32;
-            }
+            copy(&mut inputs[at..at + width], w.start + i);
+            copy(&mut targets[at..at + width], w.start + i + 1);
             mask[row * t + i] = 1.0;
         }
     }

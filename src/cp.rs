@@ -16,7 +16,7 @@
 //! onset in descending pitch. After the last bar: a closing Bar word, then the EOS word.
 
 use crate::chord::{Chord, CHORD_LABELS};
-use crate::grid::{Grid, GridBuilder, GridNote, DURATION_BINS, PITCHES, PITCH_MIN, TEMPO_VALUES, VELOCITY_BINS};
+use crate::grid::{fold_pitch, Grid, GridBuilder, GridNote, DURATION_BINS, PITCHES, PITCH_MIN, TEMPO_VALUES, VELOCITY_BINS};
 use crate::song::POSITIONS_PER_BAR;
 
 /// The seven token families, in word order.
@@ -115,6 +115,24 @@ impl Word {
             1 + note.duration as u16,
             1 + note.velocity as u16,
         ])
+    }
+
+    /// The word moved by `semitones` (training augmentation): a note's pitch moves and folds by
+    /// octaves into 22..=107; a chord's root moves (its quality stays); everything else stays.
+    pub fn transposed(self, semitones: i32) -> Word {
+        let mut w = self;
+        let pitch = &mut w.0[Family::Pitch.index()];
+        if (1..=PITCHES as u16).contains(pitch) {
+            let moved = (PITCH_MIN as i32 + *pitch as i32 - 1 + semitones).clamp(0, 127) as u8;
+            *pitch = 1 + (fold_pitch(moved) - PITCH_MIN) as u16;
+        }
+        let chord = &mut w.0[Family::Chord.index()];
+        let qualities = crate::chord::Quality::ALL.len() as i32;
+        if (2..2 + 12 * qualities as u16).contains(chord) {
+            let (root, quality) = ((*chord as i32 - 2) / qualities, (*chord as i32 - 2) % qualities);
+            *chord = (2 + (root + semitones).rem_euclid(12) * qualities + quality) as u16;
+        }
+        w
     }
 
     /// True when every id is inside its family.

@@ -130,6 +130,10 @@ enum Command {
         /// Start from these weights (e.g. weights/ or a run's best/) instead of a random model.
         #[arg(long)]
         init: Option<PathBuf>,
+        /// Train CP on the songs as they are (by default each training song is transposed by a
+        /// random -5..+6 semitones per epoch).
+        #[arg(long)]
+        no_transpose: bool,
     },
     /// Generate a song to a MIDI file (the shipped model unless --weights is given).
     Generate {
@@ -480,6 +484,7 @@ fn run(cli: Cli) -> Result<()> {
             seed,
             device,
             init,
+            no_transpose,
         } => {
             let stop = Arc::new(AtomicBool::new(false));
             let flag = stop.clone();
@@ -505,6 +510,7 @@ fn run(cli: Cli) -> Result<()> {
                 cuda: device == DeviceKind::Cuda,
                 progress: true,
                 init,
+                transpose: model == ModelKind::Cp && !no_transpose,
             };
             let state = cp_piano::train::train(options, resume, stop)?;
             println!(

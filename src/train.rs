@@ -16,7 +16,7 @@ use candle_core::{DType, Device};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
-use crate::batches::{epoch_batches, make_batch, windows, Window};
+use crate::batches::{epoch_batches, make_batch, transposition, windows, Window};
 use crate::checkpoint::{export_weights, load_checkpoint, save_checkpoint};
 use crate::dataset::{self, Dataset, Source, Split};
 use crate::model::fused::Dropout;
@@ -52,6 +52,10 @@ pub struct TrainOptions {
     pub cuda: bool,
     /// Show a progress bar.
     pub progress: bool,
+    /// Transpose each training song by a random -5..+6 semitones per epoch (CP data only;
+    /// validation stays as it is).
+    #[serde(default)]
+    pub transpose: bool,
     /// Start a new run from these weights (a weights folder, e.g. `weights/` or a run's
     /// `best/`) instead of a random model; the preset is then the weights' own config.
     #[serde(default)]
@@ -136,7 +140,7 @@ pub fn validate(model: &Trainable, data: &Dataset, valid: &[Window], batch_size:
     let mut sums = vec![0f64; model.config.loss_names().len()];
     let mut words = 0f64;
     for chunk in valid.chunks(batch_size) {
-        let batch = make_batch(data, chunk, model.config.d_model(), device)?;
+        let batch = make_batch(data, chunk, &[], model.config.d_model(), device)?;
         let (_, per_family) = model.loss(&batch, None)?;
         let n = chunk.iter().map(|w| w.len).sum::<usize>() as f64;
         for (s, l) in sums.iter_mut().zip(per_family.to_vec1::<f32>()?) {
@@ -217,6 +221,7 @@ pub fn train(options: TrainOptions, resume: bool, stop: Arc<AtomicBool>) -> Resu
         kept.cuda = options.cuda;
         kept.progress = options.progress;
         kept.out = options.out.clone();
+        kept.transpose = options.transpose;
         state.options = kept.clone();
         // Log lines after the checkpoint are redone: drop them so the curve stays one curve.
         let lines: Vec<LogLine> = read_log(&log_path).into_iter().filter(|l| l.step <= state.step).collect();
@@ -250,6 +255,9 @@ pub fn train(options: TrainOptions, resume: bool, stop: Arc<AtomicBool>) -> Resu
         Run { options, model, optimizer, state, device }
     };
     let o = run.options.clone();
+    if o.transpose && o.model != ModelKind::Cp {
+        bail!("--transpose moves CP words; the {:?} model's data cannot be transposed (leave it off)", o.model);
+    }
     let batches_per_epoch = epoch_batches(&train_windows, o.batch_size, o.seed, 0).len() as u64;
     eprintln!(
         "training {} parameters on {} train / {} validation windows ({} words per window, batch {}), {} batches per epoch; from step {} to {}",
@@ -280,7 +288,8 @@ pub fn train(options: TrainOptions, resume: bool, stop: Arc<AtomicBool>) -> Resu
         }
         let windows = &epoch_cache.as_ref().expect("just set").1[(step % batches_per_epoch) as usize];
         let started = Instant::now();
-        let batch = make_batch(&data, windows, run.state.config.d_model(), &run.device)?;
+        let semitones: Vec<i32> = if o.transpose { windows.iter().map(|w| transposition(o.seed, epoch, w.song)).collect() } else { Vec::new() };
+        let batch = make_batch(&data, windows, &semitones, run.state.config.d_model(), &run.device)?;
         let mut dropout = Dropout::new(run.state.config.dropout(), o.seed ^ (step + 1).wrapping_mul(0x9E3779B97F4A7C15));
         let (loss, _) = run.model.loss(&batch, Some(&mut dropout))?;
         let loss_value = loss.to_scalar::<f32>()? as f64;

@@ -25,6 +25,39 @@ fn cp_round_trip_of_quantised_songs_is_exact() {
 }
 
 #[test]
+fn a_transposed_song_decodes_to_the_transposed_notes_and_chords() {
+    // The training augmentation: every note moves by the shift (folded by octaves into
+    // 22..=107), every chord root moves with it, and timing, durations and velocities stay.
+    use cp_piano::chord::Chord;
+    use cp_piano::grid::fold_pitch;
+    for (seed, shift) in [(1u64, 3i32), (2, -5), (3, 6), (4, -1)] {
+        let grid = Grid::from_song(&quantised_song(seed, 12));
+        let moved: Vec<Word> = cp::encode(&grid).into_iter().map(|w| w.transposed(shift)).collect();
+        let decoded = cp::decode(&moved);
+        assert!(decoded.ended && decoded.skipped == 0);
+        let got = decoded.grid;
+        assert_eq!(got.bars, grid.bars);
+        assert_eq!(got.slots.len(), grid.slots.len());
+        let mut chords = 0;
+        for (a, b) in grid.slots.iter().zip(&got.slots) {
+            assert_eq!((a.position, a.tempo), (b.position, b.tempo));
+            let want_chord = a.chord.map(|c| match c {
+                Chord::Chord { root, quality } => Chord::Chord { root: (root as i32 + shift).rem_euclid(12) as u8, quality },
+                Chord::NoChord => Chord::NoChord,
+            });
+            chords += a.chord.is_some() as usize;
+            assert_eq!(b.chord, want_chord);
+            let mut want: Vec<(u8, u8, u8)> = a.notes.iter().map(|n| (fold_pitch((n.pitch as i32 + shift) as u8), n.duration, n.velocity)).collect();
+            let mut have: Vec<(u8, u8, u8)> = b.notes.iter().map(|n| (n.pitch, n.duration, n.velocity)).collect();
+            want.sort();
+            have.sort();
+            assert_eq!(have, want, "seed {seed}, shift {shift}, position {}", a.position);
+        }
+        assert!(chords > 0, "the fixture has chords");
+    }
+}
+
+#[test]
 fn remi_round_trip_of_quantised_songs_is_exact() {
     for seed in 0..20 {
         let grid = Grid::from_song(&quantised_song(seed, 12));

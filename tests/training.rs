@@ -57,6 +57,7 @@ fn options(data: &Path, out: &Path, steps: u64) -> TrainOptions {
         cuda: false,
         progress: false,
         init: None,
+        transpose: false,
     }
 }
 
