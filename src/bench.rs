@@ -62,7 +62,8 @@ pub fn gemm_gflops(m: usize, k: usize, n: usize, repeats: usize) -> f64 {
     2.0 * (m * k * n) as f64 / best / 1e9
 }
 
-/// Training words per second of a preset: `steps` timed steps after one warm-up step.
+/// Training words per second of a preset: `steps` timed steps after two warm-up steps (the
+/// allocator's pool reaches its size in the first steps).
 pub fn training_words_per_second(config: &Config, batch: usize, window: usize, steps: usize) -> Result<f64> {
     let device = Device::Cpu;
     let model = Trainable::new(config, 0, &device)?;
@@ -83,12 +84,13 @@ pub fn training_words_per_second(config: &Config, batch: usize, window: usize, s
         )?,
     };
     let mut timed = 0.0;
-    for step in 0..=steps {
+    const WARM_UP: usize = 2;
+    for step in 0..WARM_UP + steps {
         let start = Instant::now();
         let (loss, _) = model.loss(&b, Some(&mut Dropout::new(config.dropout, step as u64)))?;
         let grads = loss.backward()?;
         optimizer.step(&grads, 1e-4, crate::train::CLIP_NORM)?;
-        if step > 0 {
+        if step >= WARM_UP {
             timed += start.elapsed().as_secs_f64();
         }
     }
