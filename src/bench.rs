@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::Result;
 use candle_core::{Device, Tensor};
 
-use crate::cp::{Family, Word, TYPE_EOS};
+use crate::tokens::cp::{Family, Word, TYPE_EOS};
 use crate::model::config::Config;
 use crate::model::cp_rnn::{CpRnn, Precision};
 use crate::model::fused::Dropout;
@@ -17,7 +17,7 @@ use crate::model::init::Rng;
 use crate::model::remi_xl::XlConfig;
 use crate::model::remi_xl_stream::RemiXlStream;
 use crate::model::Trainable;
-use crate::sampling::{sample, SamplingSettings, Scratch};
+use crate::generate::sampling::{sample, SamplingSettings, Scratch};
 
 /// Milliseconds per word over `words` sampled words (EOS is not allowed to end it early).
 pub fn generation_ms_per_word(rnn: &CpRnn, words: usize, seed: u64) -> f64 {
@@ -67,7 +67,7 @@ pub fn gemm_gflops(m: usize, k: usize, n: usize, repeats: usize) -> f64 {
 pub fn training_words_per_second(config: &Config, batch: usize, window: usize, steps: usize) -> Result<f64> {
     let device = Device::Cpu;
     let model = Trainable::new(config, 0, &device)?;
-    let mut optimizer = crate::optim::AdamW::new(model.named_vars(), Default::default())?;
+    let mut optimizer = crate::train::optim::AdamW::new(model.named_vars(), Default::default())?;
     let mut rng = Rng::new(3);
     let t = window.div_ceil(64) * 64;
     let ids: Vec<u32> = (0..batch * t * 7).map(|i| (rng.next_u64() % config.vocab_sizes[i % 7] as u64) as u32).collect();
@@ -105,15 +105,15 @@ pub fn remi_xl_ms_per_token(config: &XlConfig, precision: Precision, tokens: usi
     let stream = RemiXlStream::from_tensors(config, &tensors, precision)?;
     let mut state = stream.new_state();
     let mut rng = Rng::new(0);
-    let mut scratch = Scratch::with_capacity(crate::remi::VOCAB_SIZE);
-    let mut token = crate::remi::BAR;
+    let mut scratch = Scratch::with_capacity(crate::tokens::remi::VOCAB_SIZE);
+    let mut token = crate::tokens::remi::BAR;
     let mut timed = None;
     for i in 0..config.mem_len + tokens {
         if i == config.mem_len {
             timed = Some(Instant::now());
         }
         stream.step(&mut state, token);
-        token = sample(&mut state.logits, crate::remi_generate::SEED_SAMPLING, &mut rng, &mut scratch) as u16;
+        token = sample(&mut state.logits, crate::generate::remi::SEED_SAMPLING, &mut rng, &mut scratch) as u16;
     }
     Ok(timed.map_or(0.0, |t| t.elapsed().as_secs_f64() * 1000.0 / tokens as f64))
 }
@@ -128,13 +128,12 @@ pub fn random_rnn(config: &Config, precision: Precision) -> Result<CpRnn> {
 /// Nanoseconds per `Engine::process` call for 64-sample blocks at 120 BPM / 48 kHz while a dense
 /// song plays (a note every 16th, chords of four), and the model load time of the shipped weights.
 pub fn engine_ns_per_block(blocks: usize) -> f64 {
-    use crate::engine::{Engine, PlaySettings, SongEvent, Transport};
-    use crate::generate::NoteEvent;
-    let mut engine = Engine::new();
+    use crate::playback::engine::{Engine, Note, PlaySettings, SongEvent, Transport};
+        let mut engine = Engine::new();
     engine.receive(SongEvent::Reset);
     for i in 0..4000 {
         for k in 0..4 {
-            let note = NoteEvent { start: i as f64 * 0.25, duration: 0.5, pitch: 48 + ((i * 7 + k * 4) % 40) as u8, velocity: 90 };
+            let note = Note { start: i as f64 * 0.25, duration: 0.5, pitch: 48 + ((i * 7 + k * 4) % 40) as u8, velocity: 90 };
             engine.receive(SongEvent::Note(note));
         }
     }

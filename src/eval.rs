@@ -4,6 +4,9 @@
 //! reference, each model's validation loss, then a markdown report and PNG figures (metric bars
 //! against the data, one piano roll per model) in the output folder.
 
+pub mod metrics;
+pub mod plot;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -12,19 +15,20 @@ use candle_core::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
-use crate::batches::windows;
-use crate::checkpoint::Weights;
-use crate::dataset::{self, Representation, Source, Split};
+use crate::data::batches::windows;
+use crate::model::weights::Weights;
+use crate::data::dataset::{self, Representation, Source, Split};
 use crate::generate::{Finish, GenerationSettings, Generator};
-use crate::grid::Grid;
-use crate::metrics::{mean, SongMetrics};
-use crate::midi_import::import_file;
+use crate::music::grid::Grid;
+use crate::eval::metrics::{mean, SongMetrics};
+use crate::midi::import::import_file;
 use crate::model::cp_rnn::{CpRnn, Precision};
 use crate::model::remi_xl_stream::RemiXlStream;
 use crate::model::Trainable;
-use crate::plot::{self, Rgb, BLUE, GREEN, RED};
-use crate::remi_generate::{RemiGenerator, SEED_MAX_TOKENS, SEED_SAMPLING};
-use crate::{cp, pop909};
+use plot::{Rgb, BLUE, GREEN, RED};
+use crate::generate::remi::{RemiGenerator, SEED_MAX_TOKENS, SEED_SAMPLING};
+use crate::midi::pop909;
+use crate::tokens::cp;
 
 /// One evaluated song.
 #[derive(Debug, Clone)]
@@ -210,7 +214,7 @@ pub fn compare(o: &CompareOptions) -> Result<String> {
     for (group, dir) in groups.iter().zip(["cp", "remi-xl"]) {
         std::fs::create_dir_all(o.out.join(dir))?;
         for (i, song) in group.songs.iter().enumerate() {
-            let bytes = crate::midi_export::export_bytes(&song.grid.to_song(), 0);
+            let bytes = crate::midi::export::export_bytes(&song.grid.to_song(), 0);
             dataset::write_atomically(&o.out.join(dir).join(format!("seed_{i}.mid")), &bytes)?;
         }
     }

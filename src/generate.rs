@@ -11,13 +11,16 @@
 //! Rust recurrent model on the CPU (the fast path, which allocates nothing per word once built),
 //! or the candle model on a CUDA device (`Inference` picks).
 
-use crate::cp::{self, Event, Family, Word, BAR, FAMILIES, IGNORE, TYPE_EOS, TYPE_METRICAL, TYPE_NOTE};
-use crate::grid::{Grid, PITCH_MIN};
-use crate::key::Key;
+pub mod remi;
+pub mod sampling;
+
+use crate::tokens::cp::{self, Event, Family, Word, BAR, FAMILIES, IGNORE, TYPE_EOS, TYPE_METRICAL, TYPE_NOTE};
+use crate::music::grid::{Grid, PITCH_MIN};
+use crate::music::key::Key;
 use crate::model::cp_rnn::{CpRnn, Precision, RnnState};
 use crate::model::cp_transformer::{CpTransformer, DeviceState};
 use crate::model::init::Rng;
-use crate::sampling::{sample, SamplingSettings, Scratch};
+use crate::generate::sampling::{sample, SamplingSettings, Scratch};
 
 /// What to generate.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -116,7 +119,7 @@ impl Inference {
     /// this build has the feature and a GPU answers; otherwise on the CPU at `precision`.
     /// Returns the model and where it runs.
     pub fn load(dir: Option<&std::path::Path>, cuda: bool, precision: Precision) -> anyhow::Result<(Inference, String)> {
-        let weights = crate::weights::load_weights(dir)?;
+        let weights = crate::model::weights::load_weights(dir)?;
         let config = weights.cp_config()?;
         if cuda {
             match candle_core::Device::new_cuda(0) {
@@ -179,7 +182,7 @@ impl NoteEvent {
             start: n.position as f64 / 4.0,
             duration: n.note.duration as f64 / 4.0,
             pitch: n.note.pitch,
-            velocity: crate::grid::velocity_value(n.note.velocity),
+            velocity: crate::music::grid::velocity_value(n.note.velocity),
         }
     }
 }
@@ -230,14 +233,14 @@ impl<'m, M: WordModel> Generator<'m, M> {
         if words.is_empty() {
             words.push(Word::BAR);
         }
-        let pitch_allowed = crate::key::allowed_pitches(settings.key);
+        let pitch_allowed = crate::music::key::allowed_pitches(settings.key);
         let mut g = Generator {
             model,
             state: model.new_state()?,
             rng: Rng::new(settings.seed),
             scratch: Scratch::with_capacity(256),
             type_logits: vec![0.0; 3],
-            logits: std::array::from_fn(|f| vec![0.0; crate::cp::FAMILY_SIZES[f]]),
+            logits: std::array::from_fn(|f| vec![0.0; crate::tokens::cp::FAMILY_SIZES[f]]),
             pitch_allowed,
             words: Vec::with_capacity(settings.max_words.min(1 << 16) + prime.len()),
             fed: 0,

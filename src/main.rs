@@ -10,16 +10,16 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-use cp_piano::dataset::{self, Representation, Source, Split};
-use cp_piano::grid::Grid;
-use cp_piano::midi_import::import_file;
-use cp_piano::round_trip::RoundTrip;
+use cp_piano::data::dataset::{self, Representation, Source, Split};
+use cp_piano::music::grid::Grid;
+use cp_piano::midi::import::import_file;
+use cp_piano::tokens::round_trip::RoundTrip;
 use cp_piano::generate::{Finish, GenerationSettings, Generator, Inference};
 use cp_piano::model::cp_rnn::Precision;
 use cp_piano::model::ModelKind;
-use cp_piano::remi_generate::{RemiGenerator, SEED_MAX_TOKENS, SEED_SAMPLING};
-use cp_piano::sampling::SamplingSettings;
-use cp_piano::{cp, remi};
+use cp_piano::generate::remi::{RemiGenerator, SEED_MAX_TOKENS, SEED_SAMPLING};
+use cp_piano::generate::sampling::SamplingSettings;
+use cp_piano::tokens::{cp, remi};
 
 // mimalloc reuses freed pages: candle allocates large temporaries every step, and the system
 // allocator's fresh pages (page faults) cost a quarter of a training step.
@@ -167,7 +167,7 @@ enum Command {
         prime: Option<PathBuf>,
         /// Keep pitches in a key, e.g. C, F#m, Bb, "E minor".
         #[arg(long)]
-        key: Option<cp_piano::key::Key>,
+        key: Option<cp_piano::music::key::Key>,
         /// Weight precision on the CPU: int8 is the fast path.
         #[arg(long, value_enum, default_value = "int8")]
         precision: Precision,
@@ -237,7 +237,7 @@ enum DeviceKind {
 
 fn tokens(file: &PathBuf, repr: Representation, quiet: bool, pop909: bool) -> Result<()> {
     let song = if pop909 {
-        cp_piano::pop909::load_song(file.parent().unwrap_or(file))
+        cp_piano::midi::pop909::load_song(file.parent().unwrap_or(file))
     } else {
         import_file(file)
     }
@@ -272,7 +272,7 @@ fn tokens(file: &PathBuf, repr: Representation, quiet: bool, pop909: bool) -> Re
 /// Prints the summary line of a generated song and writes it.
 fn write_song(out: &PathBuf, grid: &Grid, steps: usize, sampled: usize, finish: Option<Finish>, seconds: f64, unit: &str) -> Result<()> {
     let song = grid.to_song();
-    let bytes = cp_piano::midi_export::export_bytes(&song, 0);
+    let bytes = cp_piano::midi::export::export_bytes(&song, 0);
     dataset::write_atomically(out, &bytes).with_context(|| out.display().to_string())?;
     println!(
         "{}: {steps} {unit}s ({sampled} sampled), {} bars, {} notes, EOS: {}, {:.2} s, {:.3} ms per {unit}",
@@ -290,7 +290,7 @@ fn write_song(out: &PathBuf, grid: &Grid, steps: usize, sampled: usize, finish: 
 }
 
 fn generate_remi(out: PathBuf, settings: GenerationSettings, scale: f32, top_p: Option<f32>, weights: Option<PathBuf>, prime: Option<PathBuf>, precision: Precision) -> Result<()> {
-    let model = cp_piano::weights::load_remi_xl_stream(weights.as_deref(), shipped_remi_xl(), precision)?;
+    let model = cp_piano::model::weights::load_remi_xl_stream(weights.as_deref(), shipped_remi_xl(), precision)?;
     let prime_tokens = match &prime {
         Some(path) => {
             let song = import_file(path).with_context(|| path.display().to_string())?;
@@ -298,7 +298,7 @@ fn generate_remi(out: PathBuf, settings: GenerationSettings, scale: f32, top_p: 
         }
         None => vec![remi::BAR],
     };
-    let sampling = cp_piano::sampling::FamilySampling {
+    let sampling = cp_piano::generate::sampling::FamilySampling {
         temperature: SEED_SAMPLING.temperature * scale.max(1e-3),
         top_p: top_p.map(|p| p.clamp(0.0, 1.0)).or(SEED_SAMPLING.top_p),
     };
@@ -355,7 +355,7 @@ fn bench(words: usize, weights: Option<PathBuf>, no_training: bool, training_onl
         return Ok(());
     }
     let start = Instant::now();
-    let loaded = cp_piano::weights::load_cp_rnn(weights.as_deref(), Precision::Int8);
+    let loaded = cp_piano::model::weights::load_cp_rnn(weights.as_deref(), Precision::Int8);
     if loaded.is_ok() {
         println!("model load (weights -> int8 recurrent model): {:.0} ms", start.elapsed().as_secs_f64() * 1000.0);
     }
@@ -363,7 +363,7 @@ fn bench(words: usize, weights: Option<PathBuf>, no_training: bool, training_onl
     println!("plugin engine: {ns:.0} ns per 64-sample block (120 BPM, 48 kHz, dense song)");
     println!("generation, one thread, {words} words per song:");
     for precision in [Precision::F32, Precision::Int8] {
-        match cp_piano::weights::load_cp_rnn(weights.as_deref(), precision) {
+        match cp_piano::model::weights::load_cp_rnn(weights.as_deref(), precision) {
             Ok(small) => {
                 let ms = generation_ms_per_word(&small, words, 0);
                 println!("  small (trained)  {precision:?}: {ms:.3} ms/word, {:.2} s per song, {:.1} MB of weights read per word", ms * words as f64 / 1000.0, small.weight_bytes() as f64 / 1e6);
@@ -404,8 +404,8 @@ fn eval(midi: Option<PathBuf>, songs: usize, pop909: Option<PathBuf>, cp_weights
         );
         return Ok(());
     }
-    let cp = cp_piano::weights::load_weights(cp_weights.as_deref())?;
-    let remi_xl = cp_piano::weights::load_remi_xl_weights(remi_weights.as_deref(), shipped_remi_xl())?;
+    let cp = cp_piano::model::weights::load_weights(cp_weights.as_deref())?;
+    let remi_xl = cp_piano::model::weights::load_remi_xl_weights(remi_weights.as_deref(), shipped_remi_xl())?;
     let command = std::iter::once("cp-piano".to_string()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ");
     let start = Instant::now();
     let report = compare(&CompareOptions { songs: songs.max(1), pop909, cp, remi_xl, min_bars, out: out.clone(), progress: true, command })?;
@@ -459,12 +459,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench { words, weights, no_training, training_only } => bench(words, weights, no_training, training_only),
         Command::Eval { midi, songs, pop909, cp_weights, remi_weights, min_bars, out } => eval(midi, songs, pop909, cp_weights, remi_weights, min_bars, out),
         Command::ExportWeights { from, to, f32 } => {
-            let weights = cp_piano::checkpoint::Weights::load_dir(&from)?;
+            let weights = cp_piano::model::weights::Weights::load_dir(&from)?;
             weights.model_config()?;
             let mut tensors: Vec<(String, candle_core::Tensor)> = weights.tensors.into_iter().collect();
             tensors.sort_by(|a, b| a.0.cmp(&b.0));
             let dtype = if f32 { candle_core::DType::F32 } else { candle_core::DType::BF16 };
-            cp_piano::checkpoint::export_weights(&to, &weights.config_json, &tensors, dtype)?;
+            cp_piano::model::weights::export_weights(&to, &weights.config_json, &tensors, dtype)?;
             println!("{} -> {} ({:?})", from.display(), to.display(), dtype);
             Ok(())
         }

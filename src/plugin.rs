@@ -7,6 +7,9 @@
 //! stores the generated song and an optional weights folder, so a reopened project plays the
 //! same song; a state that does not parse falls back to a fresh song, with the reason logged.
 
+#[cfg(feature = "editor")]
+pub mod editor;
+
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
@@ -14,11 +17,11 @@ use std::sync::{Arc, RwLock};
 use nice_plug::midi::{Channel, Key as MidiKey, VoiceID};
 use nice_plug::prelude::*;
 
-use crate::engine::{Engine, NoteOut, PlaySettings, SongEvent, Transport};
+use crate::playback::engine::{Engine, NoteOut, PlaySettings, SongEvent, Transport};
 use crate::generate::GenerationSettings;
-use crate::key::Key;
-use crate::sampling::SamplingSettings;
-use crate::worker::{self, Command, ModelSource, StoredSong, Worker};
+use crate::music::key::Key;
+use crate::generate::sampling::SamplingSettings;
+use crate::playback::worker::{self, Command, ModelSource, StoredSong, Worker};
 
 /// Events the ring between worker and audio thread holds.
 const RING_CAPACITY: usize = 1 << 15;
@@ -185,13 +188,13 @@ impl Plugin for CpPiano {
     type SysExMessage = ();
     type BackgroundTask = ();
     #[cfg(feature = "editor")]
-    type Editor = nice_plug_egui::EguiEditor<crate::editor::CpPianoEditor>;
+    type Editor = nice_plug_egui::EguiEditor<crate::plugin::editor::CpPianoEditor>;
     #[cfg(not(feature = "editor"))]
     type Editor = ();
 
     #[cfg(feature = "editor")]
     fn editor(&mut self, _executor: AsyncExecutor<Self>) -> Option<Self::Editor> {
-        crate::editor::create(self.params.clone(), self.shared.clone())
+        crate::plugin::editor::create(self.params.clone(), self.shared.clone())
     }
 
     fn params(&self) -> Arc<dyn Params> {

@@ -5,7 +5,10 @@
 //! Run folder: `checkpoint.safetensors` (resume point), `last/` and `best/` (exported weights:
 //! config.json + model.safetensors, best by validation loss), `log.jsonl`, `loss.png`.
 
-use std::io::Write;
+pub mod checkpoint;
+pub mod log;
+pub mod optim;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -16,13 +19,14 @@ use candle_core::{DType, Device};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
-use crate::batches::{epoch_batches, make_batch, transposition, windows, Window};
-use crate::checkpoint::{export_weights, load_checkpoint, save_checkpoint};
-use crate::dataset::{self, Dataset, Source, Split};
+use crate::data::batches::{epoch_batches, make_batch, transposition, windows, Window};
+use crate::model::weights::export_weights;
+use crate::train::checkpoint::{load_checkpoint, save_checkpoint};
+use crate::data::dataset::{self, Dataset, Source, Split};
 use crate::model::fused::Dropout;
 use crate::model::{ModelConfig, ModelKind, Trainable};
-use crate::optim::{learning_rate, AdamW, AdamWConfig};
-use crate::plot;
+use crate::train::optim::{learning_rate, AdamW, AdamWConfig};
+use log::{append_log, read_log, LogLine};
 
 /// Gradients are clipped to this global norm.
 pub const CLIP_NORM: f64 = 3.0;
@@ -73,49 +77,6 @@ pub struct TrainState {
     pub words: u64,
 }
 
-/// One line of the log.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct LogLine {
-    pub step: u64,
-    pub seconds: f64,
-    pub lr: f64,
-    pub train_loss: Option<f64>,
-    pub grad_norm: Option<f64>,
-    pub words_per_second: Option<f64>,
-    /// Validation loss: mean, then per family (family order).
-    pub valid_loss: Option<f64>,
-    pub valid_family: Option<Vec<f64>>,
-}
-
-impl LogLine {
-    fn train(step: u64, seconds: f64, lr: f64, loss: f64, grad_norm: f64, words_per_second: f64) -> LogLine {
-        LogLine {
-            step,
-            seconds,
-            lr,
-            train_loss: Some(loss),
-            grad_norm: Some(grad_norm),
-            words_per_second: Some(words_per_second),
-            valid_loss: None,
-            valid_family: None,
-        }
-    }
-
-    fn valid(step: u64, seconds: f64, lr: f64, family: Vec<f64>) -> LogLine {
-        let mean = family.iter().sum::<f64>() / family.len().max(1) as f64;
-        LogLine {
-            step,
-            seconds,
-            lr,
-            train_loss: None,
-            grad_norm: None,
-            words_per_second: None,
-            valid_loss: Some(mean),
-            valid_family: Some(family),
-        }
-    }
-}
-
 /// Loads the data named by `--data` for a model kind: a data-set file, the POP909 root
 /// (index.csv inside), or a plain folder of MIDI files (built on the fly).
 pub fn load_data(path: &Path, kind: ModelKind, progress: bool) -> Result<Dataset> {
@@ -149,21 +110,6 @@ pub fn validate(model: &Trainable, data: &Dataset, valid: &[Window], batch_size:
         words += n;
     }
     Ok(sums.iter().map(|s| s / words.max(1.0)).collect())
-}
-
-fn append_log(path: &Path, line: &LogLine) -> Result<()> {
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-    writeln!(f, "{}", serde_json::to_string(line)?)?;
-    Ok(())
-}
-
-/// Reads a run's log.
-pub fn read_log(path: &Path) -> Vec<LogLine> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
 }
 
 /// A run in progress.
@@ -234,7 +180,7 @@ pub fn train(options: TrainOptions, resume: bool, stop: Arc<AtomicBool>) -> Resu
         }
         let (config, model) = match &options.init {
             Some(dir) => {
-                let weights = crate::checkpoint::Weights::load_dir(dir)?;
+                let weights = crate::model::weights::Weights::load_dir(dir)?;
                 let config = weights.model_config()?;
                 if config.kind() != options.model {
                     bail!("{}: {:?} weights; pass --model accordingly", dir.display(), config.kind());
@@ -330,12 +276,12 @@ pub fn train(options: TrainOptions, resume: bool, stop: Arc<AtomicBool>) -> Resu
         }
         if evaluate || last_save.elapsed().as_secs_f64() > o.save_minutes * 60.0 {
             run.save()?;
-            plot::loss_curve(&read_log(&log_path), &o.out.join("loss.png"))?;
+            log::plot_loss(&read_log(&log_path), &o.out.join("loss.png"))?;
             last_save = Instant::now();
         }
     }
     run.save()?;
-    plot::loss_curve(&read_log(&log_path), &o.out.join("loss.png"))?;
+    log::plot_loss(&read_log(&log_path), &o.out.join("loss.png"))?;
     bar.finish_and_clear();
     if stop.load(Ordering::SeqCst) {
         eprintln!("stopped at step {}: checkpoint saved in {}", run.state.step, o.out.display());

@@ -6,8 +6,8 @@ mod common;
 use std::process::Command;
 
 use common::{midi, quantised_song, Ev};
-use cp_piano::dataset::{build, split_of, Dataset, Representation, Source, Split};
-use cp_piano::midi_export::export_bytes;
+use cp_piano::data::dataset::{build, split_of, Dataset, Representation, Source, Split};
+use cp_piano::midi::export::export_bytes;
 
 fn folder_with_songs() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();

@@ -8,17 +8,16 @@
 static ALLOCATOR: assert_no_alloc::AllocDisabler = assert_no_alloc::AllocDisabler;
 
 use assert_no_alloc::assert_no_alloc;
-use cp_piano::engine::{Engine, NoteOut, PlaySettings, PlayState, SongEvent, Transport};
-use cp_piano::generate::NoteEvent;
+use cp_piano::playback::engine::{Engine, Note, NoteOut, PlaySettings, PlayState, SongEvent, Transport};
 
 /// A song of eight bars: a note on every beat, pitches cycling, durations 1/2 and 1 beat.
-fn song() -> Vec<NoteEvent> {
+fn song() -> Vec<Note> {
     (0..32)
-        .map(|i| NoteEvent { start: i as f64, duration: if i % 2 == 0 { 0.5 } else { 1.0 }, pitch: 60 + (i % 5) as u8, velocity: 100 })
+        .map(|i| Note { start: i as f64, duration: if i % 2 == 0 { 0.5 } else { 1.0 }, pitch: 60 + (i % 5) as u8, velocity: 100 })
         .collect()
 }
 
-fn loaded(notes: &[NoteEvent], end: Option<f64>) -> Engine {
+fn loaded(notes: &[Note], end: Option<f64>) -> Engine {
     let mut engine = Engine::new();
     // Receiving the song happens on the audio thread too: no allocation.
     assert_no_alloc(|| {

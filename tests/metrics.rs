@@ -6,11 +6,11 @@ mod common;
 use std::collections::HashMap;
 
 use candle_core::{Device, Tensor};
-use cp_piano::chord::{Chord, Quality};
-use cp_piano::checkpoint::Weights;
+use cp_piano::music::chord::{Chord, Quality};
+use cp_piano::model::weights::Weights;
 use cp_piano::eval::{compare, folder_metrics, CompareOptions};
-use cp_piano::grid::{Grid, GridNote, Slot};
-use cp_piano::metrics::{chord_progression_irregularity, grooving_similarity, irregularity, longest_repeat, pitch_class_entropy, SongMetrics};
+use cp_piano::music::grid::{Grid, GridNote, Slot};
+use cp_piano::eval::metrics::{chord_progression_irregularity, grooving_similarity, irregularity, longest_repeat, pitch_class_entropy, SongMetrics};
 use cp_piano::model::config::Config;
 use cp_piano::model::remi_xl::XlConfig;
 use cp_piano::model::{ModelConfig, Trainable};
@@ -95,7 +95,7 @@ fn a_folder_is_measured_and_bad_files_are_reported() {
     let dir = tempfile::tempdir().unwrap();
     for seed in 0..2 {
         let song = common::quantised_song(seed, 8);
-        std::fs::write(dir.path().join(format!("song{seed}.mid")), cp_piano::midi_export::export_bytes(&song, 0)).unwrap();
+        std::fs::write(dir.path().join(format!("song{seed}.mid")), cp_piano::midi::export::export_bytes(&song, 0)).unwrap();
     }
     std::fs::write(dir.path().join("broken.mid"), b"not a midi file").unwrap();
     std::fs::write(dir.path().join("notes.txt"), b"ignored").unwrap();
@@ -136,6 +136,6 @@ fn the_comparison_writes_a_report_figures_and_songs() {
         assert!(bytes.len() > 100, "{file} is nearly empty");
     }
     // A generated song reads back as MIDI (the CP grammar mask guarantees notes).
-    let song = cp_piano::midi_import::import_file(&out.path().join("cp/seed_0.mid")).unwrap();
+    let song = cp_piano::midi::import::import_file(&out.path().join("cp/seed_0.mid")).unwrap();
     assert!(!song.notes.is_empty());
 }

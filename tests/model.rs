@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor, D};
-use cp_piano::cp::{Family, Word, FAMILIES, FAMILY_SIZES};
+use cp_piano::tokens::cp::{Family, Word, FAMILIES, FAMILY_SIZES};
 use cp_piano::model::config::Config;
 use cp_piano::model::cp_rnn::{CpRnn, Precision};
 use cp_piano::model::cp_transformer::{parameter_count, positional_encoding, Batch};

@@ -3,10 +3,10 @@
 
 mod common;
 
-use cp_piano::grid::Grid;
-use cp_piano::pop909;
-use cp_piano::round_trip::RoundTrip;
-use cp_piano::{cp, remi};
+use cp_piano::music::grid::Grid;
+use cp_piano::midi::pop909;
+use cp_piano::tokens::round_trip::RoundTrip;
+use cp_piano::tokens::{cp, remi};
 use rayon::prelude::*;
 
 #[test]

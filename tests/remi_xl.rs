@@ -14,7 +14,7 @@ use cp_piano::model::init::Rng;
 use cp_piano::model::remi_xl::{RemiXl, XlConfig};
 use cp_piano::model::remi_xl_stream::RemiXlStream;
 use cp_piano::model::{Network, Trainable};
-use cp_piano::remi::VOCAB_SIZE;
+use cp_piano::tokens::remi::VOCAB_SIZE;
 
 fn random_tokens(n: usize, seed: u64) -> Vec<u32> {
     let mut rng = Rng::new(seed);

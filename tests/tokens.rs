@@ -3,12 +3,12 @@
 mod common;
 
 use common::{midi, quantised_song, Ev};
-use cp_piano::cp::{self, Family, Word, TYPE_EOS, TYPE_METRICAL, TYPE_NOTE};
-use cp_piano::grid::Grid;
-use cp_piano::midi_export::export_bytes;
-use cp_piano::midi_import::{import_bytes, ImportError};
-use cp_piano::remi;
-use cp_piano::round_trip::RoundTrip;
+use cp_piano::tokens::cp::{self, Family, Word, TYPE_EOS, TYPE_METRICAL, TYPE_NOTE};
+use cp_piano::music::grid::Grid;
+use cp_piano::midi::export::export_bytes;
+use cp_piano::midi::import::{import_bytes, ImportError};
+use cp_piano::tokens::remi;
+use cp_piano::tokens::round_trip::RoundTrip;
 
 #[test]
 fn cp_round_trip_of_quantised_songs_is_exact() {
@@ -28,8 +28,8 @@ fn cp_round_trip_of_quantised_songs_is_exact() {
 fn a_transposed_song_decodes_to_the_transposed_notes_and_chords() {
     // The training augmentation: every note moves by the shift (folded by octaves into
     // 22..=107), every chord root moves with it, and timing, durations and velocities stay.
-    use cp_piano::chord::Chord;
-    use cp_piano::grid::fold_pitch;
+    use cp_piano::music::chord::Chord;
+    use cp_piano::music::grid::fold_pitch;
     for (seed, shift) in [(1u64, 3i32), (2, -5), (3, 6), (4, -1)] {
         let grid = Grid::from_song(&quantised_song(seed, 12));
         let moved: Vec<Word> = cp::encode(&grid).into_iter().map(|w| w.transposed(shift)).collect();

@@ -11,20 +11,22 @@ use std::sync::Arc;
 
 use candle_core::{Device, Tensor, D};
 use common::quantised_song;
-use cp_piano::checkpoint::{load_checkpoint, Weights};
-use cp_piano::cp::Family;
-use cp_piano::dataset::{build, Representation, Source};
+use cp_piano::model::weights::Weights;
+use cp_piano::train::checkpoint::load_checkpoint;
+use cp_piano::tokens::cp::Family;
+use cp_piano::data::dataset::{build, Representation, Source};
 use cp_piano::generate::{Finish, GenerationSettings, Generator};
-use cp_piano::key::Key;
-use cp_piano::midi_export::export_bytes;
-use cp_piano::midi_import::import_bytes;
+use cp_piano::music::key::Key;
+use cp_piano::midi::export::export_bytes;
+use cp_piano::midi::import::import_bytes;
 use cp_piano::model::cp_rnn::{CpRnn, Precision};
 use cp_piano::model::cp_rnn::Precision as StreamPrecision;
 use cp_piano::model::remi_xl_stream::RemiXlStream;
 use cp_piano::model::{ModelKind, Trainable};
-use cp_piano::remi;
-use cp_piano::remi_generate::{RemiGenerator, SEED_SAMPLING};
-use cp_piano::train::{read_log, train, TrainOptions};
+use cp_piano::tokens::remi;
+use cp_piano::generate::remi::{RemiGenerator, SEED_SAMPLING};
+use cp_piano::train::log::read_log;
+use cp_piano::train::{train, TrainOptions};
 
 /// A corpus of 24 short songs written as MIDI files, built into a CP data set file.
 fn corpus(dir: &Path) -> std::path::PathBuf {
@@ -175,7 +177,7 @@ fn generation_is_reproducible_capped_and_key_locked() {
 
 #[test]
 fn the_shipped_weights_generate_songs_with_notes() {
-    let weights = cp_piano::weights::load_weights(None).expect("the build embeds weights/ (the shipped model)");
+    let weights = cp_piano::model::weights::load_weights(None).expect("the build embeds weights/ (the shipped model)");
     let config = weights.cp_config().unwrap();
     let rnn = CpRnn::from_tensors(&config, &weights.tensors, Precision::Int8).unwrap();
     let mut ended = 0;
@@ -245,14 +247,14 @@ impl cp_piano::generate::WordModel for FixedModel {
     fn new_state(&self) -> Result<(), String> {
         Ok(())
     }
-    fn step(&self, _: &mut (), _: cp_piano::cp::Word) -> Result<(), String> {
+    fn step(&self, _: &mut (), _: cp_piano::tokens::cp::Word) -> Result<(), String> {
         Ok(())
     }
     fn type_logits(&self, _: &(), out: &mut [f32]) -> Result<(), String> {
         out.copy_from_slice(&[0.04f32.ln(), 0.92f32.ln(), 0.04f32.ln()]);
         Ok(())
     }
-    fn family_logits(&self, _: &mut (), _: u16, out: &mut [Vec<f32>; cp_piano::cp::FAMILIES]) -> Result<(), String> {
+    fn family_logits(&self, _: &mut (), _: u16, out: &mut [Vec<f32>; cp_piano::tokens::cp::FAMILIES]) -> Result<(), String> {
         for (f, logits) in out.iter_mut().enumerate() {
             logits.iter_mut().for_each(|l| *l = 0.0);
             if f == Family::BarBeat.index() {
@@ -270,7 +272,7 @@ fn eos_is_drawn_outside_the_type_nucleus_once_the_minimum_is_reached() {
     let mut lengths = Vec::new();
     for seed in 0..10 {
         let settings = GenerationSettings { seed, max_words: 2000, min_bars: 0, ..GenerationSettings::default() };
-        let mut g = Generator::try_with_prime(&FixedModel, settings, &[cp_piano::cp::Word::BAR]).unwrap();
+        let mut g = Generator::try_with_prime(&FixedModel, settings, &[cp_piano::tokens::cp::Word::BAR]).unwrap();
         g.run_to_end();
         assert_eq!(g.finish(), Some(Finish::Eos), "seed {seed}");
         lengths.push(g.words().len());
@@ -278,7 +280,7 @@ fn eos_is_drawn_outside_the_type_nucleus_once_the_minimum_is_reached() {
     let mean = lengths.iter().sum::<usize>() as f64 / lengths.len() as f64;
     assert!((5.0..100.0).contains(&mean), "mean length {mean} for a 4 % chance a word");
     let settings = GenerationSettings { seed: 1, max_words: 2000, min_bars: 1, ..GenerationSettings::default() };
-    let mut g = Generator::try_with_prime(&FixedModel, settings, &[cp_piano::cp::Word::BAR]).unwrap();
+    let mut g = Generator::try_with_prime(&FixedModel, settings, &[cp_piano::tokens::cp::Word::BAR]).unwrap();
     g.run_to_end();
     assert_eq!(g.finish(), Some(Finish::WordCap), "no bar completes, so EOS stays masked");
 }

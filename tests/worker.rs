@@ -6,10 +6,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cp_piano::engine::SongEvent;
+use cp_piano::playback::engine::SongEvent;
 use cp_piano::generate::GenerationSettings;
-use cp_piano::midi_import::import_file;
-use cp_piano::worker::{export_midi, spawn, Command, ModelSource, Shared, Status, StoredSong};
+use cp_piano::midi::import::import_file;
+use cp_piano::playback::worker::{engine_note, export_midi, spawn, Command, ModelSource, Shared, Status, StoredSong};
 
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -46,7 +46,7 @@ fn the_worker_generates_restores_and_exports() {
     let song = kept.lock().unwrap()[0].clone();
     assert!(!song.notes.is_empty() && song.end <= 32.0);
     let notes: Vec<_> = events.iter().filter_map(|e| if let SongEvent::Note(n) = e { Some(*n) } else { None }).collect();
-    assert_eq!(notes, song.notes);
+    assert_eq!(notes, song.notes.iter().map(engine_note).collect::<Vec<_>>());
     // Every note arrives before the marker that declares its beat ready.
     let mut ready = 0.0;
     for e in &events {
@@ -68,7 +68,7 @@ fn the_worker_generates_restores_and_exports() {
         matches!(restored.last(), Some(SongEvent::End(_)))
     });
     let again: Vec<_> = restored.iter().filter_map(|e| if let SongEvent::Note(n) = e { Some(*n) } else { None }).collect();
-    assert_eq!(again, song.notes);
+    assert_eq!(again, song.notes.iter().map(engine_note).collect::<Vec<_>>());
 
     // A regeneration asked for by the audio thread (an atomic bump) produces another song.
     shared.regenerate_requests.fetch_add(1, Ordering::Relaxed);

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::cp::{FAMILIES, FAMILY_SIZES};
+use crate::tokens::cp::{FAMILIES, FAMILY_SIZES};
 
 /// Sizes of a CP linear transformer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
 
-use crate::cp::{Family, Word, FAMILIES};
+use crate::tokens::cp::{Family, Word, FAMILIES};
 use crate::model::config::Config;
 use crate::model::cp_transformer::{ATTENTION_EPS, AFTER_TYPE, LN_EPS};
 use crate::model::fused::erf;

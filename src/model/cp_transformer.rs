@@ -14,7 +14,7 @@
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{Embedding, VarBuilder};
 
-use crate::cp::{Family, Word, FAMILIES};
+use crate::tokens::cp::{Family, Word, FAMILIES};
 use crate::model::config::Config;
 use crate::model::fused::{self, Dropout};
 

@@ -9,6 +9,7 @@ pub mod fused;
 pub mod init;
 pub mod remi_xl;
 pub mod remi_xl_stream;
+pub mod weights;
 
 use std::collections::HashMap;
 
@@ -16,8 +17,8 @@ use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
-use crate::cp::FAMILY_NAMES;
-use crate::dataset::Representation;
+use crate::tokens::cp::FAMILY_NAMES;
+use crate::data::dataset::Representation;
 use config::Config;
 use cp_transformer::{Batch, CpTransformer};
 use fused::Dropout;

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::cp_transformer::{Batch, Dense, Norm};
 use crate::model::fused::Dropout;
-use crate::remi;
+use crate::tokens::remi;
 
 /// Sizes of a REMI Transformer-XL.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

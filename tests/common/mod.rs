@@ -3,9 +3,9 @@
 
 use std::path::PathBuf;
 
-use cp_piano::chord::Chord;
-use cp_piano::grid::{PITCH_MAX, PITCH_MIN, TEMPO_VALUES};
-use cp_piano::song::{ChordChange, Note, Song, TempoChange};
+use cp_piano::music::chord::Chord;
+use cp_piano::music::grid::{PITCH_MAX, PITCH_MIN, TEMPO_VALUES};
+use cp_piano::music::song::{ChordChange, Note, Song, TempoChange};
 use midly::num::{u15, u24, u28, u4, u7};
 use midly::{Format, Header, MetaMessage, MidiMessage, Smf, Timing, TrackEvent, TrackEventKind};
 

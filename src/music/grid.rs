@@ -8,8 +8,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::chord::Chord;
-use crate::song::{ChordChange, Note, Song, TempoChange, POSITIONS_PER_BAR, TICKS_PER_BAR, TICKS_PER_POSITION};
+use crate::music::chord::Chord;
+use crate::music::song::{ChordChange, Note, Song, TempoChange, POSITIONS_PER_BAR, TICKS_PER_BAR, TICKS_PER_POSITION};
 
 /// The 54 tempo values (BPM) of the paper's vocabulary.
 pub const TEMPO_VALUES: [u16; 54] = [

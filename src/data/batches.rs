@@ -5,8 +5,8 @@
 
 use candle_core::{DType, Device, Result, Tensor};
 
-use crate::cp::Word;
-use crate::dataset::{Dataset, Representation, Split};
+use crate::tokens::cp::Word;
+use crate::data::dataset::{Dataset, Representation, Split};
 use crate::model::cp_transformer::{positional_encoding, Batch, CHUNK};
 use crate::model::init::Rng;
 

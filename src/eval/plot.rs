@@ -6,8 +6,6 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::train::LogLine;
-
 /// 3x5 glyphs, one row per 3 bits (top row first).
 fn glyph(c: char) -> [u8; 5] {
     match c {
@@ -127,7 +125,7 @@ impl Canvas {
             encoder.set_depth(png::BitDepth::Eight);
             encoder.write_header()?.write_image_data(&self.pixels)?;
         }
-        crate::dataset::write_atomically(path, &bytes)
+        crate::data::dataset::write_atomically(path, &bytes)
     }
 }
 
@@ -175,10 +173,8 @@ pub fn line_chart(title: &str, series: &[(&str, Rgb, Vec<(f64, f64)>)], path: &P
 }
 
 /// The trainer's loss curve: training loss and validation loss against steps.
-pub fn loss_curve(log: &[LogLine], path: &Path) -> Result<()> {
-    let train: Vec<(f64, f64)> = log.iter().filter_map(|l| l.train_loss.map(|v| (l.step as f64, v))).collect();
-    let valid: Vec<(f64, f64)> = log.iter().filter_map(|l| l.valid_loss.map(|v| (l.step as f64, v))).collect();
-    line_chart("loss per step", &[("train", BLUE, train), ("valid", RED, valid)], path)
+pub fn loss_curve(train: &[(f64, f64)], valid: &[(f64, f64)], path: &Path) -> Result<()> {
+    line_chart("loss per step", &[("train", BLUE, train.to_vec()), ("valid", RED, valid.to_vec())], path)
 }
 
 /// Side-by-side bar panels, one per metric, each with its own scale from 0: `panels` holds
@@ -219,9 +215,9 @@ pub fn bar_panels(title: &str, panels: &[(&str, Vec<(&str, Rgb, f64)>)], path: &
 }
 
 /// A piano roll of a song's first `bars` bars: time across (bar lines in grey), pitch up.
-pub fn piano_roll(title: &str, grid: &crate::grid::Grid, bars: u32, color: Rgb, path: &Path) -> Result<()> {
-    use crate::grid::{PITCH_MAX, PITCH_MIN};
-    use crate::song::POSITIONS_PER_BAR;
+pub fn piano_roll(title: &str, grid: &crate::music::grid::Grid, bars: u32, color: Rgb, path: &Path) -> Result<()> {
+    use crate::music::grid::{PITCH_MAX, PITCH_MIN};
+    use crate::music::song::POSITIONS_PER_BAR;
     let (left, top, cell_w, cell_h) = (20i64, 50i64, 3i64, 4i64);
     let positions = (bars.max(1) * POSITIONS_PER_BAR) as i64;
     let pitches = (PITCH_MAX - PITCH_MIN + 1) as i64;

@@ -7,7 +7,7 @@
 use midly::num::{u15, u24, u28, u4, u7};
 use midly::{Format, Header, MetaMessage, MidiMessage, Smf, Timing, TrackEvent, TrackEventKind};
 
-use crate::song::{Song, TICKS_PER_BEAT};
+use crate::music::song::{Song, TICKS_PER_BEAT};
 
 /// Shortest note written, in ticks.
 const MIN_NOTE_TICKS: u32 = 30;

@@ -5,11 +5,11 @@
 //! bars before EOS, key lock (out-of-key Note_Pitch tokens masked).
 
 use crate::generate::{Finish, GenerationSettings};
-use crate::grid::{Grid, PITCH_MIN};
+use crate::music::grid::{Grid, PITCH_MIN};
 use crate::model::init::Rng;
 use crate::model::remi_xl_stream::{RemiXlStream, StreamState};
-use crate::remi::{self, BAR, EOS, PITCH, VELOCITY};
-use crate::sampling::{sample, FamilySampling, Scratch};
+use crate::tokens::remi::{self, BAR, EOS, PITCH, VELOCITY};
+use crate::generate::sampling::{sample, FamilySampling, Scratch};
 
 /// The seed's REMI sampling.
 pub const SEED_SAMPLING: FamilySampling = FamilySampling { temperature: 1.2, top_p: Some(0.9) };
@@ -40,7 +40,7 @@ impl<'m> RemiGenerator<'m> {
         if tokens.is_empty() {
             tokens.push(BAR);
         }
-        let pitch_allowed = crate::key::allowed_pitches(settings.key);
+        let pitch_allowed = crate::music::key::allowed_pitches(settings.key);
         let mut state = model.new_state();
         for &t in &tokens[..tokens.len() - 1] {
             model.step(&mut state, t);

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::chord::ROOT_NAMES;
+use crate::music::chord::ROOT_NAMES;
 
 /// A major or natural-minor key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

@@ -1,6 +1,7 @@
-//! Files of a model: training checkpoints (weights, optimizer moments and the trainer's state in
-//! one safetensors file, written atomically) and exported weights (`config.json` +
-//! `model.safetensors`, the form `generate --weights DIR`, the plugin and `weights/` use).
+//! Weights files: a weights folder (`config.json` + `model.safetensors`, the form `generate
+//! --weights DIR`, the plugin and `weights/` use), its export, and the shipped model embedded in
+//! the binary (CLI and plugin alike) so a fresh checkout generates with no download; the CP and
+//! REMI-XL loaders side by side.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -8,9 +9,11 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 
-use crate::dataset::write_atomically;
+use crate::data::dataset::write_atomically;
 use crate::model::config::Config;
+use crate::model::cp_rnn::{CpRnn, Precision};
 use crate::model::remi_xl::XlConfig;
+use crate::model::remi_xl_stream::RemiXlStream;
 use crate::model::ModelConfig;
 
 /// File names inside a weights folder.
@@ -35,39 +38,6 @@ pub fn from_safetensors(bytes: &[u8], device: &Device) -> Result<(HashMap<String
         .map(|(n, t)| Ok((n, t.to_dtype(DType::F32)?)))
         .collect::<Result<HashMap<_, _>>>()?;
     Ok((tensors, metadata))
-}
-
-/// Writes a checkpoint: `model.*` and `adam.*` tensors plus a JSON `state` in the metadata.
-pub fn save_checkpoint(path: &Path, model: &[(String, Tensor)], optimizer: &[(String, Tensor)], state_json: String) -> Result<()> {
-    let mut all: Vec<(String, Tensor)> = model.iter().map(|(n, t)| (format!("model.{n}"), t.clone())).collect();
-    all.extend(optimizer.iter().map(|(n, t)| (format!("adam.{n}"), t.clone())));
-    let bytes = to_safetensors(&all, DType::F32, HashMap::from([("state".to_string(), state_json)]))?;
-    write_atomically(path, &bytes)
-}
-
-/// A loaded checkpoint: model tensors, optimizer tensors (names without prefixes) and state.
-pub struct Checkpoint {
-    pub model: HashMap<String, Tensor>,
-    pub optimizer: HashMap<String, Tensor>,
-    pub state_json: String,
-}
-
-pub fn load_checkpoint(path: &Path, device: &Device) -> Result<Checkpoint> {
-    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read checkpoint", path.display()))?;
-    let (tensors, metadata) = from_safetensors(&bytes, device).with_context(|| path.display().to_string())?;
-    let Some(state_json) = metadata.get("state").cloned() else {
-        bail!("{}: not a CP Piano checkpoint (no trainer state)", path.display());
-    };
-    let mut model = HashMap::new();
-    let mut optimizer = HashMap::new();
-    for (name, t) in tensors {
-        if let Some(n) = name.strip_prefix("model.") {
-            model.insert(n.to_string(), t);
-        } else if let Some(n) = name.strip_prefix("adam.") {
-            optimizer.insert(n.to_string(), t);
-        }
-    }
-    Ok(Checkpoint { model, optimizer, state_json })
 }
 
 /// Writes exported weights: `config.json` and `model.safetensors` in `dtype` (bf16 to ship).
@@ -121,4 +91,52 @@ impl Weights {
             ModelConfig::Cp(_) => anyhow::bail!("these are CP weights; this needs a REMI-XL model"),
         }
     }
+}
+
+/// The shipped weights (config JSON, safetensors bytes), when this build has them.
+pub fn shipped() -> Option<(&'static str, &'static [u8])> {
+    #[cfg(shipped_weights)]
+    {
+        Some((
+            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/weights/config.json")),
+            include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/weights/model.safetensors")),
+        ))
+    }
+    #[cfg(not(shipped_weights))]
+    {
+        None
+    }
+}
+
+/// Loads CP weights from `dir`, or the shipped weights when `dir` is `None`.
+pub fn load_weights(dir: Option<&Path>) -> Result<Weights> {
+    match dir {
+        Some(dir) => Weights::load_dir(dir),
+        None => match shipped() {
+            Some((config, bytes)) => Weights::from_bytes(config, bytes),
+            None => bail!("this build has no shipped weights (weights/ is empty): pass --weights DIR, e.g. a run's best/ folder"),
+        },
+    }
+}
+
+/// The recurrent CP model from `dir` or the shipped weights.
+pub fn load_cp_rnn(dir: Option<&Path>, precision: Precision) -> Result<CpRnn> {
+    let weights = load_weights(dir)?;
+    CpRnn::from_tensors(&weights.cp_config()?, &weights.tensors, precision)
+}
+
+/// REMI-XL weights from `dir`, or from `shipped` (config JSON, safetensors bytes: the command
+/// line embeds weights/remi-xl/) when `dir` is `None`.
+pub fn load_remi_xl_weights(dir: Option<&Path>, shipped: Option<(&str, &[u8])>) -> Result<Weights> {
+    match (dir, shipped) {
+        (Some(dir), _) => Weights::load_dir(dir),
+        (None, Some((config, bytes))) => Weights::from_bytes(config, bytes),
+        (None, None) => bail!("this build has no REMI-XL weights (weights/remi-xl/ is empty): pass a weights folder, e.g. a run's best/"),
+    }
+}
+
+/// The streaming REMI-XL model from `dir` or the shipped weights.
+pub fn load_remi_xl_stream(dir: Option<&Path>, shipped: Option<(&str, &[u8])>, precision: Precision) -> Result<RemiXlStream> {
+    let weights = load_remi_xl_weights(dir, shipped)?;
+    RemiXlStream::from_tensors(&weights.xl_config()?, &weights.tensors, precision)
 }

@@ -15,9 +15,9 @@
 //! onsets, one Metrical word (tempo/chord value or CONTI, Beat_k) followed by one Note word per
 //! onset in descending pitch. After the last bar: a closing Bar word, then the EOS word.
 
-use crate::chord::{Chord, CHORD_LABELS};
-use crate::grid::{fold_pitch, Grid, GridBuilder, GridNote, DURATION_BINS, PITCHES, PITCH_MIN, TEMPO_VALUES, VELOCITY_BINS};
-use crate::song::POSITIONS_PER_BAR;
+use crate::music::chord::{Chord, CHORD_LABELS};
+use crate::music::grid::{fold_pitch, Grid, GridBuilder, GridNote, DURATION_BINS, PITCHES, PITCH_MIN, TEMPO_VALUES, VELOCITY_BINS};
+use crate::music::song::POSITIONS_PER_BAR;
 
 /// The seven token families, in word order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,7 +127,7 @@ impl Word {
             *pitch = 1 + (fold_pitch(moved) - PITCH_MIN) as u16;
         }
         let chord = &mut w.0[Family::Chord.index()];
-        let qualities = crate::chord::Quality::ALL.len() as i32;
+        let qualities = crate::music::chord::Quality::ALL.len() as i32;
         if (2..2 + 12 * qualities as u16).contains(chord) {
             let (root, quality) = ((*chord as i32 - 2) / qualities, (*chord as i32 - 2) % qualities);
             *chord = (2 + (root + semitones).rem_euclid(12) * qualities + quality) as u16;

@@ -15,10 +15,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::grid::Grid;
-use crate::midi_import::{import_file, ImportError};
-use crate::song::Song;
-use crate::{cp, pop909, remi};
+use crate::music::grid::Grid;
+use crate::midi::import::{import_file, ImportError};
+use crate::music::song::Song;
+use crate::midi::pop909;
+use crate::tokens::{cp, remi};
 
 const MAGIC: &[u8; 8] = b"CPPIANO\0";
 /// Version of the file layout; bumped when it changes.

@@ -4,7 +4,7 @@
 //! Importers produce a `Song`, the quantiser turns it into a grid of 16th positions, and the
 //! decoders turn tokens back into a `Song`. Nothing here knows about MIDI files or models.
 
-use crate::chord::Chord;
+use crate::music::chord::Chord;
 
 /// Ticks per beat (quarter note) of every `Song`.
 pub const TICKS_PER_BEAT: u32 = 480;

@@ -4,7 +4,7 @@
 //! The recogniser is how user MIDI (which has no chord labels) and POP909 get chord tokens.
 //! Pure functions over notes; no MIDI or model types.
 
-use crate::song::{ChordChange, Note, TICKS_PER_BEAT};
+use crate::music::song::{ChordChange, Note, TICKS_PER_BEAT};
 
 /// Root names, pitch class 0 (C) to 11 (B).
 pub const ROOT_NAMES: [&str; 12] = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"];

@@ -19,9 +19,9 @@
 
 use std::collections::HashSet;
 
-use crate::chord::{recognise_chords, Chord};
-use crate::grid::{Grid, GridNote};
-use crate::song::POSITIONS_PER_BAR;
+use crate::music::chord::{recognise_chords, Chord};
+use crate::music::grid::{Grid, GridNote};
+use crate::music::song::POSITIONS_PER_BAR;
 
 /// The metrics of one song.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]

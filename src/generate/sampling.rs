@@ -4,7 +4,7 @@
 //! generator. Masked logits (-inf) are never drawn. No allocation per call: scratch space is
 //! passed in.
 
-use crate::cp::FAMILIES;
+use crate::tokens::cp::FAMILIES;
 use crate::model::init::Rng;
 
 /// How one family is sampled.

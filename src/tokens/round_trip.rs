@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 
-use crate::grid::{duration_bin, velocity_bin, Grid};
-use crate::song::{Song, TICKS_PER_BAR, TICKS_PER_POSITION};
+use crate::music::grid::{duration_bin, velocity_bin, Grid};
+use crate::music::song::{Song, TICKS_PER_BAR, TICKS_PER_POSITION};
 
 /// Counts of a round trip. A note "matches" when a decoded note has the same pitch and an onset
 /// within one 16th of it (each decoded note matches at most once).

@@ -15,10 +15,16 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use serde::{Deserialize, Serialize};
 
-use crate::cp::Event;
-use crate::engine::SongEvent;
+use crate::tokens::cp::Event;
+use crate::playback::engine::{self, SongEvent};
 use crate::generate::{Finish, GenerationSettings, Generator, Inference, NoteEvent};
 use crate::model::cp_rnn::Precision;
+
+
+/// The engine's form of a generated note (the engine knows no other module's types).
+pub fn engine_note(n: &NoteEvent) -> engine::Note {
+    engine::Note { start: n.start, duration: n.duration, pitch: n.pitch, velocity: n.velocity }
+}
 
 /// What the worker is doing (stored in `Shared::status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,8 +60,8 @@ pub struct StoredSong {
 
 impl StoredSong {
     /// The song as a plain `Song` (for MIDI export), at `bpm`.
-    pub fn to_song(&self, bpm: f32) -> crate::song::Song {
-        use crate::song::{Note, Song, TempoChange, TICKS_PER_BEAT};
+    pub fn to_song(&self, bpm: f32) -> crate::music::song::Song {
+        use crate::music::song::{Note, Song, TempoChange, TICKS_PER_BEAT};
         let mut song = Song { tempos: vec![TempoChange { tick: 0, bpm }], ..Song::default() };
         for n in &self.notes {
             song.notes.push(Note {
@@ -105,7 +111,7 @@ impl Shared {
     /// The status line the editor shows: loading / generating with progress / ready / playing /
     /// waiting / finished / error with its message.
     pub fn status_text(&self) -> String {
-        use crate::engine::PlayState;
+        use crate::playback::engine::PlayState;
         let words = self.words.load(Ordering::Relaxed);
         let bars = self.bars.load(Ordering::Relaxed);
         match self.status() {
@@ -257,7 +263,7 @@ fn run(
             Command::Restore(song) => {
                 let mut ok = push(&mut ring, SongEvent::Reset, &receiver, &mut pending);
                 for n in &song.notes {
-                    ok = ok && push(&mut ring, SongEvent::Note(*n), &receiver, &mut pending);
+                    ok = ok && push(&mut ring, SongEvent::Note(engine_note(n)), &receiver, &mut pending);
                 }
                 ok = ok && push(&mut ring, SongEvent::End(song.end), &receiver, &mut pending);
                 if !ok {
@@ -277,7 +283,7 @@ fn run(
                 if !push(&mut ring, SongEvent::Reset, &receiver, &mut pending) {
                     return;
                 }
-                let mut generator = match Generator::try_with_prime(model, settings.clone(), &[crate::cp::Word::BAR]) {
+                let mut generator = match Generator::try_with_prime(model, settings.clone(), &[crate::tokens::cp::Word::BAR]) {
                     Ok(g) => g,
                     Err(e) => {
                         *shared.error.lock().expect("error lock") = format!("the model failed: {e}");
@@ -292,7 +298,7 @@ fn run(
                         Event::Note(n) => {
                             let note = NoteEvent::from_placed(&n);
                             notes.push(note);
-                            Some(SongEvent::Note(note))
+                            Some(SongEvent::Note(engine_note(&note)))
                         }
                         Event::Bar(b) => {
                             // The editor shows the song as it is written, bar by bar.
@@ -370,7 +376,7 @@ pub fn default_export_dir() -> PathBuf {
 pub fn export_midi(song: &StoredSong, bpm: f64, dir: &std::path::Path) -> anyhow::Result<PathBuf> {
     let seconds = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let path = dir.join(format!("cp-piano-seed{}-{seconds}.mid", song.settings.seed));
-    let bytes = crate::midi_export::export_bytes(&song.to_song(bpm as f32), 0);
-    crate::dataset::write_atomically(&path, &bytes)?;
+    let bytes = crate::midi::export::export_bytes(&song.to_song(bpm as f32), 0);
+    crate::data::dataset::write_atomically(&path, &bytes)?;
     Ok(path)
 }

@@ -9,9 +9,17 @@
 //! host's tempo and position of each block. Stop, loop, seek and deactivation end every sounding
 //! note; after a seek the same song plays on from the new position. When the worker has not yet
 //! produced the music under the playhead, the engine waits (and says so) rather than playing
-//! late notes. After the end of the song (EOS) it reports finished.
+//! late notes. After the end of the song (EOS) it reports finished. It imports nothing else of
+//! the crate: the worker converts the generator's notes into its `Note`.
 
-use crate::generate::NoteEvent;
+/// A note of the song in beats from its start (quarter notes), as the engine plays it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Note {
+    pub start: f64,
+    pub duration: f64,
+    pub pitch: u8,
+    pub velocity: u8,
+}
 
 /// Longest note a song can hold on to (beats) when its duration is 0: a 32nd note.
 const MIN_NOTE_BEATS: f64 = 0.125;
@@ -24,7 +32,7 @@ pub enum SongEvent {
     /// A new song starts: forget the old timeline.
     Reset,
     /// A note of the song.
-    Note(NoteEvent),
+    Note(Note),
     /// Every note starting before this beat has been sent.
     ReadyUntil(f64),
     /// The song is complete and ends at this beat.
@@ -77,7 +85,7 @@ struct Sounding {
 /// The audio-thread engine.
 pub struct Engine {
     /// The song so far, sorted by start.
-    timeline: Vec<NoteEvent>,
+    timeline: Vec<Note>,
     ready_until: f64,
     end: Option<f64>,
     sounding: Vec<Sounding>,

@@ -8,9 +8,9 @@
 //! then per note (descending pitch) Pitch, Velocity, Duration; a closing Bar, then EOS.
 //! Built on the same quantisation layer (`grid`) as CP.
 
-use crate::chord::{Chord, CHORD_LABELS};
-use crate::grid::{Grid, GridBuilder, GridNote, DURATION_BINS, PITCHES, PITCH_MIN, TEMPO_VALUES, VELOCITY_BINS};
-use crate::song::POSITIONS_PER_BAR;
+use crate::music::chord::{Chord, CHORD_LABELS};
+use crate::music::grid::{Grid, GridBuilder, GridNote, DURATION_BINS, PITCHES, PITCH_MIN, TEMPO_VALUES, VELOCITY_BINS};
+use crate::music::song::POSITIONS_PER_BAR;
 
 pub const BAR: u16 = 0;
 pub const BEAT: u16 = 1;

@@ -10,8 +10,8 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use crate::midi_import::{ImportError, RawMidi};
-use crate::song::{Song, BEATS_PER_BAR, TICKS_PER_BAR, TICKS_PER_BEAT};
+use crate::midi::import::{ImportError, RawMidi};
+use crate::music::song::{Song, BEATS_PER_BAR, TICKS_PER_BAR, TICKS_PER_BEAT};
 
 /// Song ids of `index.csv` whose meter is 4/4-compatible (2 beats per measure of 2 quavers, as
 /// the file spells 4/4), and the ids refused with their meter.

@@ -12,8 +12,8 @@ use std::path::Path;
 
 use midly::{MetaMessage, MidiMessage, Smf, Timing, TrackEventKind};
 
-use crate::chord::recognise_chords;
-use crate::song::{Note, Song, TempoChange, TICKS_PER_BEAT};
+use crate::music::chord::recognise_chords;
+use crate::music::song::{Note, Song, TempoChange, TICKS_PER_BEAT};
 
 /// Songs longer than this many bars are refused (a guard against absurd delta times).
 pub const MAX_BARS: u64 = 4000;

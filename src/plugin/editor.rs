@@ -10,7 +10,7 @@ use nice_plug::editor::dpi::LogicalSize;
 use nice_plug_egui::{create_egui_editor, widgets, EguiEditor, EguiEditorState, EguiNiceSettings, NiceEguiApp, RepaintNotifier};
 
 use crate::plugin::CpPianoParams;
-use crate::worker::{default_export_dir, export_midi, Shared};
+use crate::playback::worker::{default_export_dir, export_midi, Shared};
 
 /// The window's state: parameters, the worker's shared values, the last export's outcome.
 pub struct CpPianoEditor {

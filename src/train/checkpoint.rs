@@ -1,0 +1,45 @@
+//! Training checkpoints: weights, optimizer moments and the trainer's state in one
+//! safetensors file, written atomically (exported weights are `model::weights`).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+
+use crate::data::dataset::write_atomically;
+use crate::model::weights::{from_safetensors, to_safetensors};
+
+/// Writes a checkpoint: `model.*` and `adam.*` tensors plus a JSON `state` in the metadata.
+pub fn save_checkpoint(path: &Path, model: &[(String, Tensor)], optimizer: &[(String, Tensor)], state_json: String) -> Result<()> {
+    let mut all: Vec<(String, Tensor)> = model.iter().map(|(n, t)| (format!("model.{n}"), t.clone())).collect();
+    all.extend(optimizer.iter().map(|(n, t)| (format!("adam.{n}"), t.clone())));
+    let bytes = to_safetensors(&all, DType::F32, HashMap::from([("state".to_string(), state_json)]))?;
+    write_atomically(path, &bytes)
+}
+
+/// A loaded checkpoint: model tensors, optimizer tensors (names without prefixes) and state.
+pub struct Checkpoint {
+    pub model: HashMap<String, Tensor>,
+    pub optimizer: HashMap<String, Tensor>,
+    pub state_json: String,
+}
+
+pub fn load_checkpoint(path: &Path, device: &Device) -> Result<Checkpoint> {
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read checkpoint", path.display()))?;
+    let (tensors, metadata) = from_safetensors(&bytes, device).with_context(|| path.display().to_string())?;
+    let Some(state_json) = metadata.get("state").cloned() else {
+        bail!("{}: not a CP Piano checkpoint (no trainer state)", path.display());
+    };
+    let mut model = HashMap::new();
+    let mut optimizer = HashMap::new();
+    for (name, t) in tensors {
+        if let Some(n) = name.strip_prefix("model.") {
+            model.insert(n.to_string(), t);
+        } else if let Some(n) = name.strip_prefix("adam.") {
+            optimizer.insert(n.to_string(), t);
+        }
+    }
+    Ok(Checkpoint { model, optimizer, state_json })
+}
+
