@@ -11,8 +11,9 @@ use candle_core::{Device, Tensor};
 
 use crate::tokens::cp::{Family, Word, TYPE_EOS};
 use crate::model::config::Config;
-use crate::model::cp_rnn::{CpRnn, Precision};
-use crate::model::fused::Dropout;
+use crate::model::cp_rnn::CpRnn;
+use crate::model::cpu::Precision;
+use crate::model::layers::Dropout;
 use crate::model::init::Rng;
 use crate::model::remi_xl::XlConfig;
 use crate::model::remi_xl_stream::RemiXlStream;
@@ -78,7 +79,7 @@ pub fn training_words_per_second(config: &Config, batch: usize, window: usize, s
         targets: inputs,
         mask: Tensor::ones((batch, t), candle_core::DType::F32, &device)?,
         positions: Tensor::from_vec(
-            crate::model::cp_transformer::positional_encoding(&positions, config.d_model),
+            crate::model::cpu::positional_encoding(&positions, config.d_model),
             (batch, t, config.d_model),
             &device,
         )?,

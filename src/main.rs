@@ -15,7 +15,7 @@ use cp_piano::music::grid::Grid;
 use cp_piano::midi::import::import_file;
 use cp_piano::tokens::round_trip::RoundTrip;
 use cp_piano::generate::{Finish, GenerationSettings, Generator, Inference};
-use cp_piano::model::cp_rnn::Precision;
+use cp_piano::model::cpu::Precision;
 use cp_piano::model::ModelKind;
 use cp_piano::generate::remi::{RemiGenerator, SEED_MAX_TOKENS, SEED_SAMPLING};
 use cp_piano::generate::sampling::SamplingSettings;

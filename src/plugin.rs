@@ -259,9 +259,9 @@ impl CpPiano {
         });
         self.shared.play_state.store(self.engine.state as u8, Ordering::Relaxed);
         if let Some(beat) = self.engine.playhead() {
-            self.shared.playhead_bits.store(beat.to_bits(), Ordering::Relaxed);
+            self.shared.playhead.store(beat, Ordering::Relaxed);
         }
-        self.shared.tempo_bits.store(transport.tempo.to_bits(), Ordering::Relaxed);
+        self.shared.tempo.store(transport.tempo, Ordering::Relaxed);
         ProcessStatus::Normal
     }
 }

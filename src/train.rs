@@ -23,7 +23,7 @@ use crate::data::batches::{epoch_batches, make_batch, transposition, windows, Wi
 use crate::model::weights::export_weights;
 use crate::train::checkpoint::{load_checkpoint, save_checkpoint};
 use crate::data::dataset::{self, Dataset, Source, Split};
-use crate::model::fused::Dropout;
+use crate::model::layers::Dropout;
 use crate::model::{ModelConfig, ModelKind, Trainable};
 use crate::train::optim::{learning_rate, AdamW, AdamWConfig};
 use log::{append_log, read_log, LogLine};

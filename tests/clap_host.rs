@@ -5,6 +5,8 @@
 //! Needs the bundle: `cargo xtask test` builds it (with the allocation checker on `process`)
 //! before running the tests.
 
+mod common;
+
 use std::ffi::CStr;
 use std::path::PathBuf;
 
@@ -29,10 +31,9 @@ impl HostHandlers for TestHost {
     type AudioProcessor<'a> = ();
 }
 
-pub fn bundle(ext: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bundled").join(format!("CP Piano.{ext}"));
-    assert!(path.exists(), "{} is missing: run `cargo xtask test` (it bundles the plugin first)", path.display());
-    path
+/// The bundled `CP Piano.clap`, or None (skip) outside `cargo xtask test`.
+fn clap_bundle(test: &str) -> Option<PathBuf> {
+    common::bundles(test).map(|dir| dir.join("CP Piano.clap"))
 }
 
 fn transport(playing: bool, tempo: f64, beats: f64) -> TransportEvent {
@@ -148,8 +149,9 @@ fn note_ons(out: &[Out]) -> Vec<(u64, u8)> {
 
 #[test]
 fn the_clap_plugin_plays_the_song_on_exact_samples() {
+    let Some(path) = clap_bundle("the_clap_plugin_plays_the_song_on_exact_samples") else { return };
     // SAFETY: loading our own plugin bundle.
-    let entry = unsafe { PluginEntry::load(bundle("clap")) }.expect("the .clap loads");
+    let entry = unsafe { PluginEntry::load(path) }.expect("the .clap loads");
     // Let the worker load the model and write the first bars, then play 8 bars (16 s at 120 BPM).
     let (out, _plugin) = play(instance(&entry), 1000, 32.0);
     let ons = note_ons(&out);
@@ -174,8 +176,9 @@ fn the_clap_plugin_plays_the_song_on_exact_samples() {
 
 #[test]
 fn a_reopened_project_plays_the_same_song_and_bad_state_falls_back() {
+    let Some(path) = clap_bundle("a_reopened_project_plays_the_same_song_and_bad_state_falls_back") else { return };
     // SAFETY: loading our own plugin bundle.
-    let entry = unsafe { PluginEntry::load(bundle("clap")) }.expect("the .clap loads");
+    let entry = unsafe { PluginEntry::load(path) }.expect("the .clap loads");
     let mut first = instance(&entry);
     // Generate, wait for the finished song to reach the state (at most a minute).
     let (played, mut first_done) = play(std::mem::replace(&mut first, instance(&entry)), 1000, 16.0);

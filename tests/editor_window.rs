@@ -2,6 +2,8 @@
 //! its own, lets it draw, and grabs the pixels (saved as target/editor-screenshot.png). Needs an
 //! X display: CI runs the tests under `xvfb-run`; without a display this test says so and skips.
 
+mod common;
+
 use std::ffi::CStr;
 use std::path::PathBuf;
 
@@ -48,9 +50,9 @@ fn the_editor_opens_and_draws_in_an_x11_window() {
         eprintln!("skipped: no X display (CI runs the tests under xvfb-run)");
         return;
     }
+    let Some(bundles) = common::bundles("the_editor_opens_and_draws_in_an_x11_window") else { return };
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let path = root.join("target/bundled/CP Piano.clap");
-    assert!(path.exists(), "{} is missing: run `cargo xtask test`", path.display());
+    let path = bundles.join("CP Piano.clap");
     // SAFETY: loading our own plugin bundle.
     let entry = unsafe { PluginEntry::load(&path) }.expect("the .clap loads");
     let factory = entry.get_plugin_factory().expect("a plugin factory");

@@ -8,9 +8,11 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Tensor, D};
 use cp_piano::tokens::cp::{Family, Word, FAMILIES, FAMILY_SIZES};
 use cp_piano::model::config::Config;
-use cp_piano::model::cp_rnn::{CpRnn, Precision};
-use cp_piano::model::cp_transformer::{parameter_count, positional_encoding, Batch};
-use cp_piano::model::fused::Dropout;
+use cp_piano::model::cp_rnn::CpRnn;
+use cp_piano::model::cpu::Precision;
+use cp_piano::model::cp_transformer::{parameter_count, Batch};
+use cp_piano::model::cpu::positional_encoding;
+use cp_piano::model::layers::Dropout;
 use cp_piano::model::init::Rng;
 use cp_piano::model::Trainable;
 
@@ -218,7 +220,7 @@ fn fused_attention_matches_the_chunked_candle_form() {
 
 #[test]
 fn fused_dropout_drops_at_its_rate_and_matches_its_mask() {
-    use cp_piano::model::fused::Dropout;
+    use cp_piano::model::layers::Dropout;
     let shape = [4, 100, 32];
     let inputs = [random_tensor(&shape, 7, 1.0), random_tensor(&shape, 8, 1.0)];
     // The fused residual add and the composite x + y * mask draw the same mask from the seed.

@@ -7,9 +7,9 @@ mod common;
 use std::collections::HashMap;
 
 use candle_core::{Device, Tensor, D};
-use cp_piano::model::cp_rnn::Precision;
+use cp_piano::model::cpu::Precision;
 use cp_piano::model::cp_transformer::Batch;
-use cp_piano::model::fused::Dropout;
+use cp_piano::model::layers::Dropout;
 use cp_piano::model::init::Rng;
 use cp_piano::model::remi_xl::{RemiXl, XlConfig};
 use cp_piano::model::remi_xl_stream::RemiXlStream;

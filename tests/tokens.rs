@@ -185,12 +185,12 @@ fn bad_input_is_a_clear_error() {
 #[test]
 fn random_bytes_never_panic() {
     let good = midi(480, vec![vec![Ev::Tempo(0, 500_000), Ev::On(0, 0, 60, 100), Ev::Off(480, 0, 60), Ev::On(480, 0, 64, 100), Ev::Off(960, 0, 64)]]);
-    let mut rng = common::Rng(77);
+    let mut rng = cp_piano::model::init::Rng::new(77);
     for _ in 0..2000 {
         let mut bytes = good.clone();
-        for _ in 0..1 + rng.below(4) {
-            let i = rng.below(bytes.len() as u64) as usize;
-            bytes[i] = rng.next() as u8;
+        for _ in 0..1 + common::below(&mut rng, 4) {
+            let i = common::below(&mut rng, bytes.len() as u64) as usize;
+            bytes[i] = rng.next_u64() as u8;
         }
         let _ = import_bytes(&bytes);
     }

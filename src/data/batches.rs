@@ -7,7 +7,8 @@ use candle_core::{DType, Device, Result, Tensor};
 
 use crate::tokens::cp::Word;
 use crate::data::dataset::{Dataset, Representation, Split};
-use crate::model::cp_transformer::{positional_encoding, Batch, CHUNK};
+use crate::model::cp_transformer::{Batch, CHUNK};
+use crate::model::cpu::positional_encoding;
 use crate::model::init::Rng;
 
 /// A training example: `len` input words from `start` of one song, and the `len` next words.

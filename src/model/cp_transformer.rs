@@ -16,68 +16,29 @@ use candle_nn::{Embedding, VarBuilder};
 
 use crate::tokens::cp::{Family, Word, FAMILIES};
 use crate::model::config::Config;
-use crate::model::fused::{self, Dropout};
+use crate::model::cpu;
+use crate::model::fused;
+use crate::model::layers::{Dropout, Linear, Norm};
 
 /// Words per attention chunk in the training form.
 pub const CHUNK: usize = fused::attention::CHUNK;
 /// Added to the attention normaliser (as in fast-transformers).
 pub const ATTENTION_EPS: f64 = fused::attention::EPS as f64;
-/// LayerNorm epsilon.
-pub const LN_EPS: f32 = 1e-5;
 
 /// The families predicted after the type, in head order.
 pub const AFTER_TYPE: [Family; 6] =
     [Family::Tempo, Family::Chord, Family::BarBeat, Family::Pitch, Family::Duration, Family::Velocity];
 
-/// A linear layer that flattens leading dimensions into one matmul.
-#[derive(Debug, Clone)]
-pub struct Dense {
-    pub weight: Tensor,
-    pub bias: Tensor,
-}
-
-impl Dense {
-    pub fn new(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Dense> {
-        let l = candle_nn::linear(in_dim, out_dim, vb)?;
-        Ok(Dense { weight: l.weight().clone(), bias: l.bias().expect("linear has a bias").clone() })
-    }
-
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        fused::linear(x, &self.weight, &self.bias)
-    }
-}
-
-/// LayerNorm through `fused::layer_norm`, whose gradient reaches its input and parameters
-/// (candle's own fused LayerNorm drops it).
-#[derive(Debug, Clone)]
-pub struct Norm {
-    pub weight: Tensor,
-    pub bias: Tensor,
-}
-
-impl Norm {
-    pub fn new(vb: VarBuilder, dim: usize) -> Result<Norm> {
-        Ok(Norm {
-            weight: vb.get_with_hints(dim, "weight", candle_nn::Init::Const(1.0))?,
-            bias: vb.get_with_hints(dim, "bias", candle_nn::Init::Const(0.0))?,
-        })
-    }
-
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        fused::layer_norm(x, &self.weight, &self.bias, LN_EPS)
-    }
-}
-
 /// One post-LN layer: x = LN(x + Drop(Attn(x))); x = LN(x + Drop(FFN(x))).
 #[derive(Debug, Clone)]
 pub struct Layer {
-    pub query: Dense,
-    pub key: Dense,
-    pub value: Dense,
-    pub out: Dense,
+    pub query: Linear,
+    pub key: Linear,
+    pub value: Linear,
+    pub out: Linear,
     pub norm1: Norm,
-    pub ffn_in: Dense,
-    pub ffn_out: Dense,
+    pub ffn_in: Linear,
+    pub ffn_out: Linear,
     pub norm2: Norm,
 }
 
@@ -93,13 +54,13 @@ impl Layer {
     fn new(vb: VarBuilder, c: &Config) -> Result<Layer> {
         let d = c.d_model;
         Ok(Layer {
-            query: Dense::new(vb.pp("query"), d, d)?,
-            key: Dense::new(vb.pp("key"), d, d)?,
-            value: Dense::new(vb.pp("value"), d, d)?,
-            out: Dense::new(vb.pp("out"), d, d)?,
+            query: Linear::new(vb.pp("query"), d, d)?,
+            key: Linear::new(vb.pp("key"), d, d)?,
+            value: Linear::new(vb.pp("value"), d, d)?,
+            out: Linear::new(vb.pp("out"), d, d)?,
             norm1: Norm::new(vb.pp("norm1"), d)?,
-            ffn_in: Dense::new(vb.pp("ffn_in"), d, c.d_ff)?,
-            ffn_out: Dense::new(vb.pp("ffn_out"), c.d_ff, d)?,
+            ffn_in: Linear::new(vb.pp("ffn_in"), d, c.d_ff)?,
+            ffn_out: Linear::new(vb.pp("ffn_out"), c.d_ff, d)?,
             norm2: Norm::new(vb.pp("norm2"), d)?,
         })
     }
@@ -113,31 +74,18 @@ impl Layer {
     }
 }
 
-/// Sinusoidal positional encoding rows for the given positions: (len, d).
-pub fn positional_encoding(positions: &[u32], d: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(positions.len() * d);
-    for &p in positions {
-        for i in 0..d {
-            let rate = (-(((i / 2) * 2) as f64) * (10000f64).ln() / d as f64).exp();
-            let angle = p as f64 * rate;
-            out.push(if i % 2 == 0 { angle.sin() } else { angle.cos() } as f32);
-        }
-    }
-    out
-}
-
 /// The CP linear transformer.
 #[derive(Debug, Clone)]
 pub struct CpTransformer {
     pub config: Config,
     pub embeddings: Vec<Embedding>,
-    pub in_linear: Dense,
+    pub in_linear: Linear,
     pub layers: Vec<Layer>,
     pub final_norm: Norm,
-    pub type_head: Dense,
-    pub type_concat: Dense,
+    pub type_head: Linear,
+    pub type_concat: Linear,
     /// Heads for `AFTER_TYPE`, in that order.
-    pub heads: Vec<Dense>,
+    pub heads: Vec<Linear>,
 }
 
 /// A batch for teacher forcing: words, next words, which steps count, and true positions.
@@ -163,16 +111,16 @@ impl CpTransformer {
         let layers = (0..c.n_layers).map(|i| Layer::new(vb.pp("layers").pp(i), c)).collect::<Result<Vec<_>>>()?;
         let heads = AFTER_TYPE
             .iter()
-            .map(|f| Dense::new(vb.pp("head").pp(f.name()), c.d_model, c.vocab_sizes[f.index()]))
+            .map(|f| Linear::new(vb.pp("head").pp(f.name()), c.d_model, c.vocab_sizes[f.index()]))
             .collect::<Result<Vec<_>>>()?;
         Ok(CpTransformer {
             config: c.clone(),
             embeddings,
-            in_linear: Dense::new(vb.pp("in_linear"), c.emb_total(), c.d_model)?,
+            in_linear: Linear::new(vb.pp("in_linear"), c.emb_total(), c.d_model)?,
             layers,
             final_norm: Norm::new(vb.pp("final_norm"), c.d_model)?,
-            type_head: Dense::new(vb.pp("head").pp("type"), c.d_model, c.vocab_sizes[Family::Type.index()])?,
-            type_concat: Dense::new(vb.pp("type_concat"), c.d_model + c.emb_sizes[Family::Type.index()], c.d_model)?,
+            type_head: Linear::new(vb.pp("head").pp("type"), c.d_model, c.vocab_sizes[Family::Type.index()])?,
+            type_concat: Linear::new(vb.pp("type_concat"), c.d_model + c.emb_sizes[Family::Type.index()], c.d_model)?,
             heads,
         })
     }
@@ -285,7 +233,7 @@ impl CpTransformer {
         let device = self.in_linear.weight.device();
         let ids: Vec<u32> = (0..FAMILIES).map(|f| if (word.0[f] as usize) < c.vocab_sizes[f] { word.0[f] as u32 } else { 0 }).collect();
         let ids = Tensor::from_vec(ids, (1, FAMILIES), device)?;
-        let position = Tensor::from_vec(positional_encoding(&[state.position as u32], c.d_model), (1, c.d_model), device)?;
+        let position = Tensor::from_vec(cpu::positional_encoding(&[state.position as u32], c.d_model), (1, c.d_model), device)?;
         let mut x = (self.embed_words(&ids)? + position)?;
         for (l, layer) in self.layers.iter().enumerate() {
             x = layer.step(&x, &mut state.s[l], &mut state.z[l], c.n_heads)?;

@@ -16,8 +16,6 @@ pub mod simd;
 use candle_core::{CpuStorage, Layout, Result, Storage, Tensor};
 use rayon::prelude::*;
 
-pub use dropout::Dropout;
-
 /// Rows of this many floats or more are split across threads.
 const PAR_MIN: usize = 1 << 14;
 
@@ -114,10 +112,15 @@ pub mod reference {
     }
 
     pub fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+        linear_no_bias(x, weight)?.broadcast_add(bias)
+    }
+
+    /// x W^T over the last dimension of x, as one matmul of the flattened rows.
+    pub fn linear_no_bias(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let in_dim = *dims.last().expect("rank >= 1");
         let rows = x.elem_count() / in_dim;
-        let y = x.reshape((rows, in_dim))?.matmul(&weight.t()?)?.broadcast_add(bias)?;
+        let y = x.reshape((rows, in_dim))?.matmul(&weight.t()?)?;
         let mut out = dims;
         *out.last_mut().expect("rank >= 1") = weight.dim(0)?;
         y.reshape(out)

@@ -3,10 +3,12 @@
 //! configurations and seeded initialisation, and `Trainable`, what the trainer holds of either.
 
 pub mod config;
+pub mod cpu;
 pub mod cp_rnn;
 pub mod cp_transformer;
 pub mod fused;
 pub mod init;
+pub mod layers;
 pub mod remi_xl;
 pub mod remi_xl_stream;
 pub mod weights;
@@ -21,7 +23,7 @@ use crate::tokens::cp::FAMILY_NAMES;
 use crate::data::dataset::Representation;
 use config::Config;
 use cp_transformer::{Batch, CpTransformer};
-use fused::Dropout;
+use layers::Dropout;
 use remi_xl::{RemiXl, XlConfig};
 
 /// Which model: the product's CP linear transformer or the REMI Transformer-XL baseline.

@@ -16,8 +16,9 @@ use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{Embedding, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use crate::model::cp_transformer::{Batch, Dense, Norm};
-use crate::model::fused::Dropout;
+use crate::model::cp_transformer::Batch;
+use crate::model::layers::{Dropout, Linear, Norm};
+use crate::model::cpu::relative_encoding;
 use crate::tokens::remi;
 
 /// Sizes of a REMI Transformer-XL.
@@ -96,56 +97,19 @@ impl XlConfig {
     }
 }
 
-/// A linear layer without bias.
-#[derive(Debug, Clone)]
-pub struct Projection {
-    pub weight: Tensor,
-}
-
-impl Projection {
-    fn new(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Projection> {
-        Ok(Projection { weight: candle_nn::linear_no_bias(in_dim, out_dim, vb)?.weight().clone() })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let dims = x.dims().to_vec();
-        let in_dim = *dims.last().expect("rank >= 1");
-        let y = x.reshape((x.elem_count() / in_dim, in_dim))?.matmul(&self.weight.t()?)?;
-        let mut out = dims;
-        *out.last_mut().expect("rank >= 1") = self.weight.dim(0)?;
-        y.reshape(out)
-    }
-}
-
 /// One pre-LN layer: x = x + Drop(RelAttn(LN(mem ++ x))); x = x + Drop(FFN(LN(x))).
 #[derive(Debug, Clone)]
 pub struct XlLayer {
     pub norm1: Norm,
     /// Queries, keys and values in one projection (no bias).
-    pub qkv: Projection,
+    pub qkv: Linear,
     /// Projects relative position encodings to per-head keys (no bias).
-    pub r_net: Projection,
+    pub r_net: Linear,
     /// Output projection (no bias).
-    pub o_net: Projection,
+    pub o_net: Linear,
     pub norm2: Norm,
-    pub ffn_in: Dense,
-    pub ffn_out: Dense,
-}
-
-/// Sinusoidal encodings of relative distances (len, d): sines in the first half, cosines in the
-/// second, as Transformer-XL.
-pub fn relative_encoding(distances: &[f32], d: usize) -> Vec<f32> {
-    let half = d / 2;
-    let mut out = vec![0f32; distances.len() * d];
-    for (row, &p) in distances.iter().enumerate() {
-        for i in 0..half {
-            let inv_freq = 1.0 / 10000f64.powf((2 * i) as f64 / d as f64);
-            let angle = p as f64 * inv_freq;
-            out[row * d + i] = angle.sin() as f32;
-            out[row * d + half + i] = angle.cos() as f32;
-        }
-    }
-    out
+    pub ffn_in: Linear,
+    pub ffn_out: Linear,
 }
 
 /// The relative shift: scores against distances `klen-1 .. 0` per column become scores against
@@ -165,12 +129,12 @@ impl XlLayer {
         let (d, a) = (c.d_model, c.attention_width());
         Ok(XlLayer {
             norm1: Norm::new(vb.pp("norm1"), d)?,
-            qkv: Projection::new(vb.pp("qkv"), d, 3 * a)?,
-            r_net: Projection::new(vb.pp("r_net"), d, a)?,
-            o_net: Projection::new(vb.pp("o_net"), a, d)?,
+            qkv: Linear::no_bias(vb.pp("qkv"), d, 3 * a)?,
+            r_net: Linear::no_bias(vb.pp("r_net"), d, a)?,
+            o_net: Linear::no_bias(vb.pp("o_net"), a, d)?,
             norm2: Norm::new(vb.pp("norm2"), d)?,
-            ffn_in: Dense::new(vb.pp("ffn_in"), d, c.d_ff)?,
-            ffn_out: Dense::new(vb.pp("ffn_out"), c.d_ff, d)?,
+            ffn_in: Linear::new(vb.pp("ffn_in"), d, c.d_ff)?,
+            ffn_out: Linear::new(vb.pp("ffn_out"), c.d_ff, d)?,
         })
     }
 
@@ -230,7 +194,7 @@ pub struct RemiXl {
     pub r_w_bias: Tensor,
     /// Position bias (heads, d_head), shared by all layers.
     pub r_r_bias: Tensor,
-    pub out: Dense,
+    pub out: Linear,
 }
 
 impl RemiXl {
@@ -244,7 +208,7 @@ impl RemiXl {
             layers,
             r_w_bias: vb.get((c.n_heads, c.d_head), "r_w_bias")?,
             r_r_bias: vb.get((c.n_heads, c.d_head), "r_r_bias")?,
-            out: Dense::new(vb.pp("out"), c.d_model, c.vocab_size)?,
+            out: Linear::new(vb.pp("out"), c.d_model, c.vocab_size)?,
         })
     }
 

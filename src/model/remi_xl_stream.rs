@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use anyhow::{bail, Result};
 use candle_core::Tensor;
 
-use crate::model::cp_rnn::{dot, layer_norm, tensor_f32, Linear, Norm, Precision};
-use crate::model::remi_xl::{relative_encoding, XlConfig};
+use crate::model::cpu::{dot, layer_norm, relative_encoding, tensor_f32, Linear, Norm, Precision};
+use crate::model::remi_xl::XlConfig;
 
 struct StreamLayer {
     norm1: Norm,

@@ -11,7 +11,8 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::data::dataset::write_atomically;
 use crate::model::config::Config;
-use crate::model::cp_rnn::{CpRnn, Precision};
+use crate::model::cp_rnn::CpRnn;
+use crate::model::cpu::Precision;
 use crate::model::remi_xl::XlConfig;
 use crate::model::remi_xl_stream::RemiXlStream;
 use crate::model::ModelConfig;

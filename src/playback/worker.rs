@@ -12,13 +12,14 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use atomic_float::AtomicF64;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use serde::{Deserialize, Serialize};
 
 use crate::tokens::cp::Event;
 use crate::playback::engine::{self, SongEvent};
 use crate::generate::{Finish, GenerationSettings, Generator, Inference, NoteEvent};
-use crate::model::cp_rnn::Precision;
+use crate::model::cpu::Precision;
 
 
 /// The engine's form of a generated note (the engine knows no other module's types).
@@ -88,10 +89,10 @@ pub struct Shared {
     pub regenerate_requests: AtomicU32,
     /// What playback is doing (`engine::PlayState as u8`), written by the audio thread.
     pub play_state: AtomicU8,
-    /// The playhead in song beats, as f64 bits, written by the audio thread.
-    pub playhead_bits: std::sync::atomic::AtomicU64,
-    /// The host tempo (BPM) as f64 bits, written by the audio thread (for MIDI export).
-    pub tempo_bits: std::sync::atomic::AtomicU64,
+    /// The playhead in song beats, written by the audio thread.
+    pub playhead: AtomicF64,
+    /// The host tempo (BPM), written by the audio thread (for MIDI export).
+    pub tempo: AtomicF64,
     /// The last error, for the editor (never locked by the audio thread).
     pub error: Mutex<String>,
     /// The current song: complete, or the bars written so far while generating (never locked
@@ -105,7 +106,7 @@ impl Shared {
     }
 
     pub fn playhead(&self) -> f64 {
-        f64::from_bits(self.playhead_bits.load(Ordering::Relaxed))
+        self.playhead.load(Ordering::Relaxed)
     }
 
     /// The status line the editor shows: loading / generating with progress / ready / playing /
@@ -129,7 +130,7 @@ impl Shared {
 
     /// The host tempo last seen (120 before any).
     pub fn tempo(&self) -> f64 {
-        match f64::from_bits(self.tempo_bits.load(Ordering::Relaxed)) {
+        match self.tempo.load(Ordering::Relaxed) {
             t if t > 0.0 && t.is_finite() => t,
             _ => 120.0,
         }

@@ -1,46 +1,38 @@
-//! Helpers the tests share: MIDI fixtures written in code, seeded random songs, the POP909 path.
+//! Helpers the tests share: MIDI fixtures written in code, seeded random songs, the POP909 path,
+//! the plugin bundles.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
 
+use cp_piano::model::init::Rng;
 use cp_piano::music::chord::Chord;
 use cp_piano::music::grid::{PITCH_MAX, PITCH_MIN, TEMPO_VALUES};
 use cp_piano::music::song::{ChordChange, Note, Song, TempoChange};
 use midly::num::{u15, u24, u28, u4, u7};
 use midly::{Format, Header, MetaMessage, MidiMessage, Smf, Timing, TrackEvent, TrackEventKind};
 
-/// A tiny deterministic random generator (xorshift), so fixtures need no extra crate.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
+/// A draw in 0..n from the crate's one seeded generator.
+pub fn below(rng: &mut Rng, n: u64) -> u64 {
+    rng.next_u64() % n
 }
 
 /// A random song that is already on the grid: onsets on 16ths, durations multiples of 120 up to
 /// 1920, even velocities in 40..=86, pitches in 22..=107, vocabulary tempos and chords; no key
 /// is struck again while it sounds.
 pub fn quantised_song(seed: u64, bars: u32) -> Song {
-    let mut rng = Rng(seed.wrapping_mul(0x9E3779B97F4A7C15) | 1);
+    let mut rng = Rng::new(seed);
     let mut song = Song::default();
-    song.tempos.push(TempoChange { tick: 0, bpm: TEMPO_VALUES[rng.below(54) as usize] as f32 });
+    song.tempos.push(TempoChange { tick: 0, bpm: TEMPO_VALUES[below(&mut rng, 54) as usize] as f32 });
     for bar in 0..bars {
         for position in 0..16 {
-            if rng.below(3) != 0 {
+            if below(&mut rng, 3) != 0 {
                 continue;
             }
             let onset = (bar * 16 + position) * 120;
-            for _ in 0..1 + rng.below(4) {
-                let pitch = PITCH_MIN + rng.below((PITCH_MAX - PITCH_MIN + 1) as u64) as u8;
-                let duration = rng.below(17) as u32 * 120;
-                let velocity = 40 + 2 * rng.below(24) as u8;
+            for _ in 0..1 + below(&mut rng, 4) {
+                let pitch = PITCH_MIN + below(&mut rng, (PITCH_MAX - PITCH_MIN + 1) as u64) as u8;
+                let duration = below(&mut rng, 17) as u32 * 120;
+                let velocity = 40 + 2 * below(&mut rng, 24) as u8;
                 let clashes = song.notes.iter().any(|n: &Note| {
                     n.pitch == pitch && (n.onset == onset || n.onset + n.duration.max(30) > onset)
                 });
@@ -48,12 +40,12 @@ pub fn quantised_song(seed: u64, bars: u32) -> Song {
                     song.notes.push(Note { onset, duration, pitch, velocity });
                 }
             }
-            if rng.below(8) == 0 && onset > 0 {
-                let bpm = TEMPO_VALUES[rng.below(54) as usize] as f32;
+            if below(&mut rng, 8) == 0 && onset > 0 {
+                let bpm = TEMPO_VALUES[below(&mut rng, 54) as usize] as f32;
                 song.tempos.push(TempoChange { tick: onset, bpm });
             }
-            if rng.below(4) == 0 {
-                let chord = Chord::from_index(rng.below(133) as usize).unwrap();
+            if below(&mut rng, 4) == 0 {
+                let chord = Chord::from_index(below(&mut rng, 133) as usize).unwrap();
                 song.chords.push(ChordChange { tick: onset, chord });
             }
         }
@@ -146,5 +138,21 @@ pub fn assert_every_parameter_has_a_gradient(model: &cp_piano::model::Trainable,
         let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{name} has no gradient"));
         let norm = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(norm > 0.0, "{name} gets a zero gradient");
+    }
+}
+
+/// The folder of the plugin's test bundles, which `cargo xtask test` builds and names in
+/// `CP_PIANO_BUNDLES`. Under a plain `cargo test` it is unset: the host tests say so and skip.
+pub fn bundles(test: &str) -> Option<PathBuf> {
+    match std::env::var_os("CP_PIANO_BUNDLES") {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            assert!(dir.join("CP Piano.clap").exists(), "{}: no bundles there (cargo xtask test builds them)", dir.display());
+            Some(dir)
+        }
+        None => {
+            eprintln!("skipped {test}: it loads the plugin bundles, which `cargo xtask test` builds (plain `cargo test` does not)");
+            None
+        }
     }
 }

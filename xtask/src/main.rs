@@ -5,8 +5,8 @@
 //!   target/bundled/ (nice-plug's bundler, configured by bundler.toml), with the editor unless
 //!   `--no-editor` is given (the editor needs X11 and OpenGL libraries).
 //! - `test`: bundle the plugin's test build (with the editor, and aborting if `process`
-//!   allocates), then run `cargo test --release` with the same features (the test hosts load
-//!   those bundles).
+//!   allocates), then run `cargo test --release` with the same features and CP_PIANO_BUNDLES
+//!   naming target/bundled (the test hosts load those bundles; without it they skip).
 
 use std::process::{Command, ExitCode};
 
@@ -32,7 +32,10 @@ fn main() -> ExitCode {
                 eprintln!("error: bundling the test build: {e:#}");
                 return ExitCode::FAILURE;
             }
-            run(Command::new(&cargo).args(["test", "--release", "--features", features]).args(&args[1..]))
+            // The host tests load the bundles from the folder named here (plain `cargo test`
+            // leaves it unset, and they skip).
+            let bundles = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bundled");
+            run(Command::new(&cargo).args(["test", "--release", "--features", features]).env("CP_PIANO_BUNDLES", bundles).args(&args[1..]))
         }
         Some(task) if DELEGATED.contains(&task) => {
             let mut command = Command::new(&cargo);
