@@ -131,7 +131,7 @@ pub fn random_rnn(config: &Config, precision: Precision) -> Result<CpRnn> {
 pub fn engine_ns_per_block(blocks: usize) -> f64 {
     use crate::playback::engine::{Engine, Note, PlaySettings, SongEvent, Transport};
         let mut engine = Engine::new();
-    engine.receive(SongEvent::Reset);
+    engine.receive(SongEvent::Reset { state: 0 });
     for i in 0..4000 {
         for k in 0..4 {
             let note = Note { start: i as f64 * 0.25, duration: 0.5, pitch: 48 + ((i * 7 + k * 4) % 40) as u8, velocity: 90 };
@@ -139,14 +139,14 @@ pub fn engine_ns_per_block(blocks: usize) -> f64 {
         }
     }
     engine.receive(SongEvent::End(1000.0));
-    let settings = PlaySettings { start_beat: 0.0, velocity_scale: 1.0, follow_transport: true };
+    let settings = PlaySettings { start_beat: 0.0, velocity_scale: 1.0, follow_transport: true, channel: 0 };
     let (rate, block) = (48_000.0, 64u32);
     let bps = 120.0 / 60.0 / rate;
     let mut sent = 0usize;
     let start = Instant::now();
     for b in 0..blocks {
         let position = (b as u64 * block as u64) as f64 * bps;
-        let t = Transport { playing: true, tempo: 120.0, position: Some(position % 900.0) };
+        let t = Transport { playing: true, tempo: 120.0, position: Some(position % 900.0), loop_range: None };
         engine.process(t, settings, block, rate, &mut |_| sent += 1);
     }
     let ns = start.elapsed().as_nanos() as f64 / blocks as f64;

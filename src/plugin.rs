@@ -10,18 +10,20 @@
 #[cfg(feature = "editor")]
 pub mod editor;
 
+use std::num::NonZeroU32;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use nice_plug::midi::{Channel, Key as MidiKey, VoiceID};
+use nice_plug::params::persist::PersistentField;
 use nice_plug::prelude::*;
 
 use crate::playback::engine::{Engine, NoteOut, PlaySettings, SongEvent, Transport};
 use crate::generate::GenerationSettings;
 use crate::music::key::Key;
 use crate::generate::sampling::SamplingSettings;
-use crate::playback::worker::{self, Command, ModelSource, StoredSong, Worker};
+use crate::playback::worker::{self, Hooks, ModelSource, StoredSong, Worker};
 
 /// Events the ring between worker and audio thread holds.
 const RING_CAPACITY: usize = 1 << 15;
@@ -39,6 +41,50 @@ fn key_value(s: &str) -> Option<i32> {
     }
     let key: Key = s.parse().ok()?;
     Key::all().position(|k| k == key).map(|i| i as i32 + 1)
+}
+
+/// The generated song as JSON (`StoredSong`), persisted in the plugin state. It counts the
+/// states loaded into it: nice-plug calls `set` when the host loads a state (and has no other
+/// callback for that), so the audio thread and the worker notice a load by the count.
+#[derive(Default)]
+pub struct SavedSong {
+    json: RwLock<String>,
+    loads: AtomicU64,
+}
+
+impl SavedSong {
+    /// States loaded so far.
+    pub fn loads(&self) -> u64 {
+        self.loads.load(Ordering::Acquire)
+    }
+
+    pub fn json(&self) -> String {
+        self.json.read().map(|j| j.clone()).unwrap_or_default()
+    }
+
+    /// Keeps a song the worker wrote (not a state load).
+    pub fn store(&self, json: String) {
+        if let Ok(mut j) = self.json.write() {
+            *j = json;
+        }
+    }
+}
+
+impl<'a> PersistentField<'a, String> for SavedSong {
+    fn set(&self, new_value: String) {
+        self.store(new_value);
+        self.loads.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn map<F, R>(&self, f: F) -> R
+    where
+        F: Fn(&String) -> R,
+    {
+        match self.json.read() {
+            Ok(j) => f(&j),
+            Err(poisoned) => f(&poisoned.into_inner()),
+        }
+    }
 }
 
 /// The plugin's parameters (all automatable) and persisted state.
@@ -69,9 +115,9 @@ pub struct CpPianoParams {
     pub channel: IntParam,
     #[id = "follow"]
     pub follow_transport: BoolParam,
-    /// The generated song as JSON (`StoredSong`).
+    /// The generated song (see `SavedSong`).
     #[persist = "song"]
-    pub song: RwLock<String>,
+    pub song: SavedSong,
     /// A custom weights folder; empty for the shipped model.
     #[persist = "weights"]
     pub weights: RwLock<String>,
@@ -92,7 +138,7 @@ impl Default for CpPianoParams {
             start_bar: IntParam::new("Start bar", 1, IntRange::Linear { min: 1, max: 999 }),
             channel: IntParam::new("MIDI channel", 1, IntRange::Linear { min: 1, max: 16 }),
             follow_transport: BoolParam::new("Follow transport", true),
-            song: RwLock::new(String::new()),
+            song: SavedSong::default(),
             weights: RwLock::new(String::new()),
         }
     }
@@ -122,6 +168,11 @@ pub struct CpPiano {
     worker: Option<Worker>,
     sample_rate: f64,
     regenerate_was_on: bool,
+    /// The state loads the worker had seen when it began the song in the engine (its `Reset`).
+    song_state: u64,
+    /// After a state load: the old song is dropped and the ring is skipped up to the worker's
+    /// `Reset` of a song begun after that load.
+    awaiting_song: bool,
 }
 
 impl Default for CpPiano {
@@ -134,6 +185,8 @@ impl Default for CpPiano {
             worker: None,
             sample_rate: 44_100.0,
             regenerate_was_on: false,
+            song_state: 0,
+            awaiting_song: false,
         }
     }
 }
@@ -144,30 +197,23 @@ impl CpPiano {
         let weights = self.params.weights.read().map(|w| w.clone()).unwrap_or_default();
         let source = if weights.trim().is_empty() { ModelSource::Shipped } else { ModelSource::Folder(PathBuf::from(weights)) };
         let (producer, consumer) = rtrb::RingBuffer::new(RING_CAPACITY);
-        let params = self.params.clone();
-        let settings = Box::new(move || params.generation_settings());
-        let params = self.params.clone();
-        let keep = Box::new(move |song: &StoredSong| {
-            if let (Ok(json), Ok(mut saved)) = (serde_json::to_string(song), params.song.write()) {
-                *saved = json;
-            }
-        });
-        let worker = worker::spawn(source, self.shared.clone(), producer, settings, keep);
-        let saved = self.params.song.read().map(|s| s.clone()).unwrap_or_default();
-        let command = if saved.trim().is_empty() {
-            Command::Generate(self.params.generation_settings())
-        } else {
-            match serde_json::from_str::<StoredSong>(&saved) {
-                Ok(song) => Command::Restore(song),
-                Err(e) => {
-                    nice_warn!("CP Piano: the saved song does not load ({e}); generating a new one");
-                    Command::Generate(self.params.generation_settings())
+        let (p1, p2, p3, p4) = (self.params.clone(), self.params.clone(), self.params.clone(), self.params.clone());
+        let hooks = Hooks {
+            settings: Box::new(move || p1.generation_settings()),
+            keep: Box::new(move |song: &StoredSong| {
+                if let Ok(json) = serde_json::to_string(song) {
+                    p2.song.store(json);
                 }
-            }
+            }),
+            state_loads: Box::new(move || p3.song.loads()),
+            saved_song: Box::new(move || p4.song.json()),
         };
-        let _ = worker.commands.send(command);
+        let first = hooks.command_for(&self.params.song.json());
+        let worker = worker::spawn(source, self.shared.clone(), producer, hooks);
+        let _ = worker.commands.send(first);
         self.engine = Engine::new();
         self.ring = Some(consumer);
+        self.awaiting_song = false;
         self.worker = Some(worker);
     }
 }
@@ -178,9 +224,11 @@ impl Plugin for CpPiano {
     const URL: &'static str = "https://example.invalid/cp-piano";
     const EMAIL: &'static str = "cp-piano@example.invalid";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    // A stereo main output (silent): hosts such as Ableton Live refuse a plugin without an
+    // audio bus. The notes go out as MIDI.
     const AUDIO_IO_LAYOUTS: &'static [AudioIOLayout] = &[AudioIOLayout {
         main_input_channels: None,
-        main_output_channels: None,
+        main_output_channels: NonZeroU32::new(2),
         ..AudioIOLayout::const_default()
     }];
     const MIDI_INPUT: MidiConfig = MidiConfig::None;
@@ -218,6 +266,9 @@ impl Plugin for CpPiano {
     }
 
     fn process(&mut self, buffer: &mut Buffer, _aux: &mut AuxiliaryBuffers, context: &mut impl ProcessContext<Self>) -> ProcessStatus {
+        for channel in buffer.as_slice() {
+            channel.fill(0.0);
+        }
         #[cfg(feature = "assert-no-alloc")]
         return assert_no_alloc::assert_no_alloc(|| self.process_block(buffer.samples() as u32, context));
         #[cfg(not(feature = "assert-no-alloc"))]
@@ -228,10 +279,34 @@ impl Plugin for CpPiano {
 impl CpPiano {
     /// The body of `process`: audio thread, no allocation, no locks.
     fn process_block(&mut self, samples: u32, context: &mut impl ProcessContext<Self>) -> ProcessStatus {
+        let send = |context: &mut _, e: NoteOut| {
+            let event = match e {
+                NoteOut::On { offset, pitch, velocity, channel } => NoteEvent::NoteOn { timing: offset, voice_id: VoiceID::Wildcard, channel: Channel::Number(channel), key: MidiKey::Number(pitch), velocity },
+                NoteOut::Off { offset, pitch, channel } => NoteEvent::NoteOff { timing: offset, voice_id: VoiceID::Wildcard, channel: Channel::Number(channel), key: MidiKey::Number(pitch), velocity: 0.0 },
+            };
+            let _ = ProcessContext::<Self>::try_send_event(context, event);
+        };
+        // A state loaded after the song in the engine began: its song is the one that plays
+        // from now on. The old one stops here; the worker's next song starts it.
+        let loads = self.params.song.loads();
+        if self.song_state < loads && !self.awaiting_song {
+            self.awaiting_song = true;
+            self.engine.hold(&mut |e| send(context, e));
+        }
         if let Some(ring) = self.ring.as_mut() {
             // Bounded per block: a flood of notes is taken over a few blocks.
             for _ in 0..4096 {
                 match ring.pop() {
+                    Ok(SongEvent::Reset { state }) => {
+                        self.song_state = state;
+                        if state >= loads {
+                            self.awaiting_song = false;
+                        }
+                        if !self.awaiting_song {
+                            self.engine.receive(SongEvent::Reset { state });
+                        }
+                    }
+                    Ok(_) if self.awaiting_song => {}
                     Ok(event) => self.engine.receive(event),
                     Err(_) => break,
                 }
@@ -243,20 +318,14 @@ impl CpPiano {
         }
         self.regenerate_was_on = regenerate;
         let t = context.transport();
-        let transport = Transport { playing: t.playing, tempo: t.tempo.unwrap_or(120.0), position: t.pos_beats() };
+        let transport = Transport { playing: t.playing, tempo: t.tempo.unwrap_or(120.0), position: t.pos_beats(), loop_range: t.loop_range_beats };
         let settings = PlaySettings {
             start_beat: (self.params.start_bar.value() - 1) as f64 * 4.0,
             velocity_scale: self.params.velocity_scale.value(),
             follow_transport: self.params.follow_transport.value(),
+            channel: (self.params.channel.value() - 1).clamp(0, 15) as u8,
         };
-        let channel = Channel::Number((self.params.channel.value() - 1).clamp(0, 15) as u8);
-        self.engine.process(transport, settings, samples, self.sample_rate, &mut |e| {
-            let event = match e {
-                NoteOut::On { offset, pitch, velocity } => NoteEvent::NoteOn { timing: offset, voice_id: VoiceID::Wildcard, channel, key: MidiKey::Number(pitch), velocity },
-                NoteOut::Off { offset, pitch } => NoteEvent::NoteOff { timing: offset, voice_id: VoiceID::Wildcard, channel, key: MidiKey::Number(pitch), velocity: 0.0 },
-            };
-            let _ = context.try_send_event(event);
-        });
+        self.engine.process(transport, settings, samples, self.sample_rate, &mut |e| send(context, e));
         self.shared.play_state.store(self.engine.state as u8, Ordering::Relaxed);
         if let Some(beat) = self.engine.playhead() {
             self.shared.playhead.store(beat, Ordering::Relaxed);

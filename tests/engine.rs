@@ -21,7 +21,7 @@ fn loaded(notes: &[Note], end: Option<f64>) -> Engine {
     let mut engine = Engine::new();
     // Receiving the song happens on the audio thread too: no allocation.
     assert_no_alloc(|| {
-        engine.receive(SongEvent::Reset);
+        engine.receive(SongEvent::Reset { state: 0 });
         for &n in notes {
             engine.receive(SongEvent::Note(n));
         }
@@ -33,7 +33,7 @@ fn loaded(notes: &[Note], end: Option<f64>) -> Engine {
     engine
 }
 
-const SETTINGS: PlaySettings = PlaySettings { start_beat: 4.0, velocity_scale: 1.0, follow_transport: true };
+const SETTINGS: PlaySettings = PlaySettings { start_beat: 4.0, velocity_scale: 1.0, follow_transport: true, channel: 0 };
 
 /// Plays blocks of `block` samples at a constant tempo from host beat 0 for `seconds`; returns
 /// (global sample, event).
@@ -42,7 +42,7 @@ fn play_constant(engine: &mut Engine, tempo: f64, rate: f64, block: u32, seconds
     let mut sample = 0u64;
     while (sample as f64) < seconds * rate {
         let position = sample as f64 * tempo / 60.0 / rate;
-        let t = Transport { playing: true, tempo, position: Some(position) };
+        let t = Transport { playing: true, tempo, position: Some(position), loop_range: None };
         // The output buffer is reserved, so pushing into it does not allocate.
         assert_no_alloc(|| engine.process(t, SETTINGS, block, rate, &mut |e| events.push((sample + offset(e) as u64, e))));
         sample += block as u64;
@@ -51,9 +51,7 @@ fn play_constant(engine: &mut Engine, tempo: f64, rate: f64, block: u32, seconds
 }
 
 fn offset(e: NoteOut) -> u32 {
-    match e {
-        NoteOut::On { offset, .. } | NoteOut::Off { offset, .. } => offset,
-    }
+    e.offset()
 }
 
 /// Every on has a matching later off of the same pitch, and nothing is left sounding.
@@ -106,7 +104,7 @@ fn stop_ends_notes_and_play_resumes_the_same_song() {
     let run = |engine: &mut Engine, events: &mut Vec<(u64, NoteOut)>, playing: bool, position: f64, blocks: usize, sample: &mut u64| {
         let mut position = position;
         for _ in 0..blocks {
-            let t = Transport { playing, tempo, position: Some(position) };
+            let t = Transport { playing, tempo, position: Some(position), loop_range: None };
             let at = *sample;
             engine.process(t, SETTINGS, block, rate, &mut |e| events.push((at + offset(e) as u64, e)));
             *sample += block as u64;
@@ -141,7 +139,7 @@ fn loop_and_seek_send_note_offs_then_continue_from_the_new_place() {
     let mut position = 5.0;
     let mut jumps = 0;
     while jumps < 3 {
-        let t = Transport { playing: true, tempo, position: Some(position) };
+        let t = Transport { playing: true, tempo, position: Some(position), loop_range: None };
         let at = sample;
         engine.process(t, SETTINGS, block, rate, &mut |e| events.push((at + offset(e) as u64, e)));
         sample += block as u64;
@@ -156,8 +154,8 @@ fn loop_and_seek_send_note_offs_then_continue_from_the_new_place() {
     assert_eq!(ons, 9);
     // Seek forward into the middle of a long note: it is not started late.
     let at = sample;
-    engine.process(Transport { playing: true, tempo, position: Some(4.0 + 21.5) }, SETTINGS, block, rate, &mut |e| events.push((at + offset(e) as u64, e)));
-    engine.process(Transport { playing: false, tempo, position: Some(4.0 + 21.5) }, SETTINGS, block, rate, &mut |e| events.push((at + offset(e) as u64, e)));
+    engine.process(Transport { playing: true, tempo, position: Some(4.0 + 21.5), loop_range: None }, SETTINGS, block, rate, &mut |e| events.push((at + offset(e) as u64, e)));
+    engine.process(Transport { playing: false, tempo, position: Some(4.0 + 21.5), loop_range: None }, SETTINGS, block, rate, &mut |e| events.push((at + offset(e) as u64, e)));
     assert_eq!(events.iter().filter(|e| matches!(e.1, NoteOut::On { .. })).count(), 9);
     assert_paired(&events);
 }
@@ -173,7 +171,7 @@ fn tempo_changes_between_blocks_are_followed() {
         let tempo = if (k / 100) % 2 == 0 { 120.0 } else { 150.0 };
         let bps = tempo / 60.0 / rate;
         let start = position;
-        engine.process(Transport { playing: true, tempo, position: Some(position) }, SETTINGS, block, rate, &mut |e| {
+        engine.process(Transport { playing: true, tempo, position: Some(position), loop_range: None }, SETTINGS, block, rate, &mut |e| {
             events.push((start + offset(e) as f64 * bps, e))
         });
         position += block as f64 * bps;
@@ -188,7 +186,7 @@ fn tempo_changes_between_blocks_are_followed() {
 #[test]
 fn the_engine_waits_for_the_worker_instead_of_playing_late() {
     let mut engine = Engine::new();
-    engine.receive(SongEvent::Reset);
+    engine.receive(SongEvent::Reset { state: 0 });
     let notes = song();
     for &n in &notes[..8] {
         engine.receive(SongEvent::Note(n));
@@ -200,7 +198,7 @@ fn the_engine_waits_for_the_worker_instead_of_playing_late() {
     let mut waited = false;
     for _ in 0..2000 {
         let at = position;
-        engine.process(Transport { playing: true, tempo, position: Some(position) }, SETTINGS, block, rate, &mut |e| events.push((at, e)));
+        engine.process(Transport { playing: true, tempo, position: Some(position), loop_range: None }, SETTINGS, block, rate, &mut |e| events.push((at, e)));
         if engine.state == PlayState::Waiting {
             waited = true;
             break;
@@ -218,7 +216,7 @@ fn free_run_plays_without_transport_and_reset_silences() {
     let free = PlaySettings { follow_transport: false, ..SETTINGS };
     let mut events = Vec::new();
     for _ in 0..190 {
-        engine.process(Transport { playing: false, tempo: 120.0, position: None }, free, 480, 48_000.0, &mut |e| events.push(e));
+        engine.process(Transport { playing: false, tempo: 120.0, position: None, loop_range: None }, free, 480, 48_000.0, &mut |e| events.push(e));
     }
     // 190 blocks of 10 ms at 120 BPM = 3.8 beats: song beats 0..3 played.
     assert_eq!(events.iter().filter(|e| matches!(e, NoteOut::On { .. })).count(), 4);

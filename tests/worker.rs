@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use cp_piano::playback::engine::SongEvent;
 use cp_piano::generate::GenerationSettings;
 use cp_piano::midi::import::import_file;
-use cp_piano::playback::worker::{engine_note, export_midi, spawn, Command, ModelSource, Shared, Status, StoredSong};
+use cp_piano::playback::worker::{engine_note, export_midi, spawn, Command, Hooks, ModelSource, Shared, Status, StoredSong};
 
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -27,13 +27,8 @@ fn the_worker_generates_restores_and_exports() {
     let sink = kept.clone();
     let settings = GenerationSettings { seed: 5, max_bars: Some(8), ..Default::default() };
     let for_requests = settings.clone();
-    let worker = spawn(
-        ModelSource::Shipped,
-        shared.clone(),
-        producer,
-        Box::new(move || for_requests.clone()),
-        Box::new(move |song: &StoredSong| sink.lock().unwrap().push(song.clone())),
-    );
+    let hooks = Hooks { keep: Box::new(move |song: &StoredSong| sink.lock().unwrap().push(song.clone())), ..Hooks::stateless(move || for_requests.clone()) };
+    let worker = spawn(ModelSource::Shipped, shared.clone(), producer, hooks);
     worker.commands.send(Command::Generate(settings)).unwrap();
     wait_for("the song", || kept.lock().unwrap().len() == 1);
     assert_eq!(shared.status(), Status::Ready);
@@ -42,7 +37,7 @@ fn the_worker_generates_restores_and_exports() {
     while let Ok(e) = consumer.pop() {
         events.push(e);
     }
-    assert_eq!(events.first(), Some(&SongEvent::Reset));
+    assert!(matches!(events.first(), Some(SongEvent::Reset { .. })));
     let song = kept.lock().unwrap()[0].clone();
     assert!(!song.notes.is_empty() && song.end <= 32.0);
     let notes: Vec<_> = events.iter().filter_map(|e| if let SongEvent::Note(n) = e { Some(*n) } else { None }).collect();
@@ -86,13 +81,7 @@ fn the_worker_generates_restores_and_exports() {
 fn a_missing_weights_folder_is_an_error_status_not_a_crash() {
     let (producer, _consumer) = rtrb::RingBuffer::new(16);
     let shared = Arc::new(Shared::default());
-    let worker = spawn(
-        ModelSource::Folder("/no/such/weights".into()),
-        shared.clone(),
-        producer,
-        Box::new(GenerationSettings::default),
-        Box::new(|_: &StoredSong| {}),
-    );
+    let worker = spawn(ModelSource::Folder("/no/such/weights".into()), shared.clone(), producer, Hooks::stateless(GenerationSettings::default));
     wait_for("the error status", || shared.status() == Status::Error);
     assert!(shared.status_text().contains("/no/such/weights"), "{}", shared.status_text());
     worker.commands.send(Command::Generate(GenerationSettings::default())).unwrap();

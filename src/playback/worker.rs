@@ -170,24 +170,47 @@ impl Drop for Worker {
     }
 }
 
-/// How the worker gets settings for a regeneration that the audio thread requested.
-pub type SettingsSource = Box<dyn Fn() -> GenerationSettings + Send>;
-/// Called with each newly finished song (e.g. to store it in the plugin state).
-pub type SongSink = Box<dyn Fn(&StoredSong) + Send>;
+/// What the worker asks of its owner (the plugin), besides commands.
+pub struct Hooks {
+    /// Settings for a regeneration that the audio thread requested.
+    pub settings: Box<dyn Fn() -> GenerationSettings + Send>,
+    /// Called with each newly finished song (e.g. to store it in the plugin state).
+    pub keep: Box<dyn Fn(&StoredSong) + Send>,
+    /// How many states the host has loaded so far: when it changes, the worker plays the song
+    /// of the loaded state (`saved_song`), or a new one when that state has none or a broken one.
+    pub state_loads: Box<dyn Fn() -> u64 + Send>,
+    /// The song (JSON `StoredSong`) of the last loaded state.
+    pub saved_song: Box<dyn Fn() -> String + Send>,
+}
+
+impl Hooks {
+    /// Hooks with no plugin state behind them: regenerations use `settings`, songs go nowhere.
+    pub fn stateless(settings: impl Fn() -> GenerationSettings + Send + 'static) -> Hooks {
+        Hooks { settings: Box::new(settings), keep: Box::new(|_| {}), state_loads: Box::new(|| 0), saved_song: Box::new(String::new) }
+    }
+
+    /// What to play for a saved song (JSON): it, or a new song when it is empty or broken.
+    pub fn command_for(&self, saved: &str) -> Command {
+        if saved.trim().is_empty() {
+            return Command::Generate((self.settings)());
+        }
+        match serde_json::from_str::<StoredSong>(saved) {
+            Ok(song) => Command::Restore(song),
+            Err(e) => {
+                eprintln!("CP Piano: the saved song does not load ({e}); generating a new one");
+                Command::Generate((self.settings)())
+            }
+        }
+    }
+}
 
 /// Starts the worker thread: it loads the model, then waits for commands.
-pub fn spawn(
-    source: ModelSource,
-    shared: Arc<Shared>,
-    ring: rtrb::Producer<SongEvent>,
-    current_settings: SettingsSource,
-    keep: SongSink,
-) -> Worker {
+pub fn spawn(source: ModelSource, shared: Arc<Shared>, ring: rtrb::Producer<SongEvent>, hooks: Hooks) -> Worker {
     let (commands, receiver) = crossbeam_channel::unbounded();
     let thread_shared = shared.clone();
     let thread = std::thread::Builder::new()
         .name("cp-piano-worker".into())
-        .spawn(move || run(source, ring, receiver, thread_shared, current_settings, keep))
+        .spawn(move || run(source, ring, receiver, thread_shared, hooks))
         .expect("spawning the worker thread");
     Worker { commands, shared, thread: Some(thread) }
 }
@@ -221,14 +244,25 @@ fn push(ring: &mut rtrb::Producer<SongEvent>, event: SongEvent, receiver: &Recei
     }
 }
 
-fn run(
-    source: ModelSource,
-    mut ring: rtrb::Producer<SongEvent>,
-    receiver: Receiver<Command>,
-    shared: Arc<Shared>,
-    current_settings: SettingsSource,
-    keep: SongSink,
-) {
+/// A regeneration or a state load that happened since the worker last looked.
+fn news(shared: &Shared, hooks: &Hooks, seen_requests: &mut u32, seen_loads: &mut u64) -> Option<Command> {
+    let loads = (hooks.state_loads)();
+    if loads != *seen_loads {
+        *seen_loads = loads;
+        return Some(hooks.command_for(&(hooks.saved_song)()));
+    }
+    let requests = shared.regenerate_requests.load(Ordering::Relaxed);
+    if requests != *seen_requests {
+        *seen_requests = requests;
+        return Some(Command::Generate((hooks.settings)()));
+    }
+    None
+}
+
+fn run(source: ModelSource, mut ring: rtrb::Producer<SongEvent>, receiver: Receiver<Command>, shared: Arc<Shared>, hooks: Hooks) {
+    // Read before the model loads, so a Regenerate pressed while it loads is not lost.
+    let mut seen_requests = shared.regenerate_requests.load(Ordering::Relaxed);
+    let mut seen_loads = (hooks.state_loads)();
     shared.status.store(Status::Loading as u8, Ordering::Relaxed);
     let model = match load(&source) {
         Ok(m) => Some(m),
@@ -241,28 +275,23 @@ fn run(
     if model.is_some() {
         shared.status.store(Status::Ready as u8, Ordering::Relaxed);
     }
-    let mut seen_requests = shared.regenerate_requests.load(Ordering::Relaxed);
     let mut pending: Option<Command> = None;
     loop {
         let command = match pending.take() {
             Some(c) => c,
             None => match receiver.recv_timeout(Duration::from_millis(20)) {
                 Ok(c) => c,
-                Err(RecvTimeoutError::Timeout) => {
-                    let requests = shared.regenerate_requests.load(Ordering::Relaxed);
-                    if requests == seen_requests {
-                        continue;
-                    }
-                    seen_requests = requests;
-                    Command::Generate(current_settings())
-                }
+                Err(RecvTimeoutError::Timeout) => match news(&shared, &hooks, &mut seen_requests, &mut seen_loads) {
+                    Some(c) => c,
+                    None => continue,
+                },
                 Err(RecvTimeoutError::Disconnected) => return,
             },
         };
         match command {
             Command::Shutdown => return,
             Command::Restore(song) => {
-                let mut ok = push(&mut ring, SongEvent::Reset, &receiver, &mut pending);
+                let mut ok = push(&mut ring, SongEvent::Reset { state: seen_loads }, &receiver, &mut pending);
                 for n in &song.notes {
                     ok = ok && push(&mut ring, SongEvent::Note(engine_note(n)), &receiver, &mut pending);
                 }
@@ -281,7 +310,7 @@ fn run(
                 let Some(model) = &model else { continue };
                 shared.status.store(Status::Generating as u8, Ordering::Relaxed);
                 *shared.song.lock().expect("song lock") = None;
-                if !push(&mut ring, SongEvent::Reset, &receiver, &mut pending) {
+                if !push(&mut ring, SongEvent::Reset { state: seen_loads }, &receiver, &mut pending) {
                     return;
                 }
                 let mut generator = match Generator::try_with_prime(model, settings.clone(), &[crate::tokens::cp::Word::BAR]) {
@@ -323,16 +352,14 @@ fn run(
                     }
                     shared.words.store(generator.words().len() as u32, Ordering::Relaxed);
                     shared.bars.store(generator.bars(), Ordering::Relaxed);
-                    // A new command (regenerate, restore, shutdown) cuts this song short.
+                    // A new command (regenerate, restore, state load, shutdown) cuts this song short.
                     if pending.is_none() {
                         if let Ok(c) = receiver.try_recv() {
                             pending = Some(c);
                         }
                     }
-                    let requests = shared.regenerate_requests.load(Ordering::Relaxed);
-                    if requests != seen_requests && pending.is_none() {
-                        seen_requests = requests;
-                        pending = Some(Command::Generate(current_settings()));
+                    if pending.is_none() {
+                        pending = news(&shared, &hooks, &mut seen_requests, &mut seen_loads);
                     }
                     if pending.is_some() {
                         interrupted = true;
@@ -353,7 +380,7 @@ fn run(
                     ended_with_eos: generator.finish() == Some(Finish::Eos),
                     words: generator.words().len(),
                 };
-                keep(&song);
+                (hooks.keep)(&song);
                 *shared.song.lock().expect("song lock") = Some(song);
                 // A model failure keeps the song so far playable and says what went wrong.
                 if let Some(e) = generator.error() {
