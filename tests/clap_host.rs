@@ -13,7 +13,10 @@ use std::path::PathBuf;
 use clack_host::events::event_types::{NoteOffEvent, NoteOnEvent, TransportEvent, TransportFlags};
 use clack_host::events::io::EventBuffer;
 use clack_host::events::{EventFlags, EventHeader};
+use clack_host::events::event_types::ParamValueEvent;
+use clack_host::events::Pckn;
 use clack_host::prelude::*;
+use clack_extensions::params::{ParamInfoBuffer, PluginParams};
 use clack_extensions::state::PluginState;
 use clack_host::utils::{BeatTime, SecondsTime};
 
@@ -59,10 +62,11 @@ fn transport(playing: bool, tempo: f64, beats: f64) -> TransportEvent {
     }
 }
 
+/// A note event at its absolute sample: (sample, pitch, channel).
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Out {
-    On(u64, u8),
-    Off(u64, u8),
+    On(u64, u8, u8),
+    Off(u64, u8, u8),
 }
 
 const RATE: f64 = 48_000.0;
@@ -78,20 +82,41 @@ fn instance(entry: &PluginEntry) -> PluginInstance<TestHost> {
     PluginInstance::<TestHost>::new(|_| Shared, |_| (), entry, id, &info).expect("instantiates")
 }
 
-/// Runs one block with the given transport; collects the note events at absolute samples.
-fn block(processor: &mut clack_host::process::StartedPluginAudioProcessor<TestHost>, events: &mut EventBuffer, playing: bool, at: u64, out: &mut Vec<Out>) {
+/// Runs one block with the given transport and input events (parameter changes); collects the
+/// note events at absolute samples, and checks that the stereo output is silent.
+fn block_with(
+    processor: &mut clack_host::process::StartedPluginAudioProcessor<TestHost>,
+    events: &mut EventBuffer,
+    input: &EventBuffer,
+    playing: bool,
+    at: u64,
+    out: &mut Vec<Out>,
+) {
     events.clear();
     let t = transport(playing, TEMPO, at as f64 * TEMPO / 60.0 / RATE);
-    // SAFETY: no audio ports: empty buffer lists with the block length.
-    let (inputs, mut outputs) = unsafe { (InputAudioBuffers::from_raw_buffers(&[], BLOCK), OutputAudioBuffers::from_raw_buffers(&mut [], BLOCK)) };
-    processor.process(&inputs, &mut outputs, &InputEvents::empty(), &mut events.as_output(), None, Some(&t)).expect("process");
+    // Garbage in the output buffers: the plugin must write silence over it.
+    let (mut left, mut right) = (vec![0.5f32; BLOCK as usize], vec![-0.5f32; BLOCK as usize]);
+    let mut ports = AudioPorts::with_capacity(2, 1);
+    let mut outputs = ports.with_output_buffers([AudioPortBuffer {
+        latency: 0,
+        channels: AudioPortBufferType::f32_output_only([left.as_mut_slice(), right.as_mut_slice()].into_iter()),
+    }]);
+    // SAFETY: no audio input ports: an empty buffer list with the block length.
+    let inputs = unsafe { InputAudioBuffers::from_raw_buffers(&[], BLOCK) };
+    processor.process(&inputs, &mut outputs, &input.as_input(), &mut events.as_output(), None, Some(&t)).expect("process");
+    assert!(left.iter().chain(&right).all(|&x| x == 0.0), "the audio output is silent");
     for e in events.iter() {
         if let Some(on) = e.as_event::<NoteOnEvent>() {
-            out.push(Out::On(at + on.header().time() as u64, on.as_raw().key as u8));
+            out.push(Out::On(at + on.header().time() as u64, on.as_raw().key as u8, on.as_raw().channel as u8));
         } else if let Some(off) = e.as_event::<NoteOffEvent>() {
-            out.push(Out::Off(at + off.header().time() as u64, off.as_raw().key as u8));
+            out.push(Out::Off(at + off.header().time() as u64, off.as_raw().key as u8, off.as_raw().channel as u8));
         }
     }
+}
+
+/// One block without input events.
+fn block(processor: &mut clack_host::process::StartedPluginAudioProcessor<TestHost>, events: &mut EventBuffer, playing: bool, at: u64, out: &mut Vec<Out>) {
+    block_with(processor, events, &EventBuffer::new(), playing, at, out)
 }
 
 /// Activates, waits `wait_ms` with the transport stopped, then plays `beats` beats from host
@@ -144,7 +169,45 @@ fn load_state(plugin: &mut PluginInstance<TestHost>, bytes: &[u8]) -> bool {
 }
 
 fn note_ons(out: &[Out]) -> Vec<(u64, u8)> {
-    out.iter().filter_map(|e| if let Out::On(at, p) = e { Some((*at, *p)) } else { None }).collect()
+    out.iter().filter_map(|e| if let Out::On(at, p, _) = e { Some((*at, *p)) } else { None }).collect()
+}
+
+/// Checks that every note-off ends a sounding note on its own channel and that no key is
+/// struck again on a channel where it sounds; returns what is still sounding.
+fn unpaired(out: &[Out]) -> Vec<(u8, u8)> {
+    let mut sounding: Vec<(u8, u8)> = Vec::new();
+    for e in out {
+        match *e {
+            Out::On(at, p, c) => {
+                assert!(!sounding.contains(&(p, c)), "note-on of {p} on channel {c} at {at} while it sounds");
+                sounding.push((p, c));
+            }
+            Out::Off(at, p, c) => {
+                let k = sounding.iter().position(|&s| s == (p, c));
+                assert!(k.is_some(), "note-off of {p} on channel {c} at {at} with no note-on there");
+                sounding.remove(k.unwrap());
+            }
+        }
+    }
+    sounding
+}
+
+/// The active, processing plugin plays from beat 0 until notes sound; returns the next sample.
+fn play_until_notes_sound(processor: &mut clack_host::process::StartedPluginAudioProcessor<TestHost>, events: &mut EventBuffer, out: &mut Vec<Out>) -> u64 {
+    let mut at = 0u64;
+    for _ in 0..200_000 {
+        block(processor, events, true, at, out);
+        at += BLOCK as u64;
+        if note_ons(out).len() >= 4 && !unpaired(out).is_empty() {
+            return at;
+        }
+        if out.is_empty() {
+            // The worker has not written the first bars yet: let it, and start again.
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            at = 0;
+        }
+    }
+    panic!("no notes sounded");
 }
 
 #[test]
@@ -161,16 +224,7 @@ fn the_clap_plugin_plays_the_song_on_exact_samples() {
     for (at, _) in &ons {
         assert_eq!(at % 6000, 0, "note-on at sample {at} is off the 16th grid");
     }
-    let mut sounding: Vec<u8> = Vec::new();
-    for e in &out {
-        match *e {
-            Out::On(_, p) => sounding.push(p),
-            Out::Off(_, p) => {
-                let k = sounding.iter().position(|&s| s == p).expect("an off follows its on");
-                sounding.remove(k);
-            }
-        }
-    }
+    let sounding = unpaired(&out);
     assert!(sounding.is_empty(), "stop ends every note: {sounding:?}");
 }
 
@@ -221,4 +275,97 @@ fn a_reopened_project_plays_the_same_song_and_bad_state_falls_back() {
     let (out, _) = play(broken, 1000, 8.0);
     assert!(!note_ons(&out).is_empty(), "a broken saved song falls back to a new one");
     drop(first);
+}
+
+/// The plugin's state with its song replaced by `notes` (pitch, start beat, duration): framed
+/// as nice-plug's CLAP state (a u64 length, then JSON).
+fn state_with_song(state: &[u8], notes: &[(u8, f64, f64)], end: f64) -> Vec<u8> {
+    let len = u64::from_le_bytes(state[..8].try_into().unwrap()) as usize;
+    let mut json: serde_json::Value = serde_json::from_slice(&state[8..8 + len]).expect("the state is JSON");
+    let settings = serde_json::to_value(cp_piano::generate::GenerationSettings::default()).unwrap();
+    let song = serde_json::json!({
+        "settings": settings,
+        "notes": notes.iter().map(|&(pitch, start, duration)| serde_json::json!({ "start": start, "duration": duration, "pitch": pitch, "velocity": 90 })).collect::<Vec<_>>(),
+        "end": end,
+        "ended_with_eos": true,
+        "words": notes.len() * 2,
+    });
+    json["fields"]["song"] = serde_json::json!(song.to_string());
+    let body = serde_json::to_vec(&json).unwrap();
+    let mut bytes = (body.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(body);
+    bytes
+}
+
+#[test]
+fn a_state_loaded_while_playing_is_the_song_that_plays_next() {
+    let Some(path) = clap_bundle("a_state_loaded_while_playing_is_the_song_that_plays_next") else { return };
+    // SAFETY: loading our own plugin bundle.
+    let entry = unsafe { PluginEntry::load(path) }.expect("the .clap loads");
+    let mut plugin = instance(&entry);
+    let config = PluginAudioConfiguration { sample_rate: RATE, min_frames_count: 1, max_frames_count: BLOCK };
+    let processor = plugin.activate(|_, _| (), config).expect("activates");
+    let mut processor = processor.start_processing().expect("starts");
+    let mut events = EventBuffer::with_capacity(1024);
+    let mut out = Vec::new();
+    let mut at = play_until_notes_sound(&mut processor, &mut events, &mut out);
+    // A preset of a known song (key 100 on every beat) is loaded while the old song sounds.
+    let loaded: Vec<(u8, f64, f64)> = (0..64).map(|b| (100, b as f64, 0.5)).collect();
+    let state = state_with_song(&save_state(&mut plugin), &loaded, 64.0);
+    assert!(load_state(&mut plugin, &state), "the state loads while the plugin processes");
+    let load_at = at;
+    for _ in 0..4000 {
+        block(&mut processor, &mut events, true, at, &mut out);
+        at += BLOCK as u64;
+        if out.iter().filter(|e| matches!(e, Out::On(t, 100, _) if *t >= load_at)).count() >= 4 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let after: Vec<&Out> = out.iter().filter(|e| matches!(e, Out::On(t, ..) if *t >= load_at)).collect();
+    assert!(after.len() >= 4, "the loaded song plays");
+    assert!(after.iter().all(|e| matches!(e, Out::On(_, 100, _))), "only the loaded song plays after the load: {after:?}");
+    // The old song's notes ended at the first block after the load.
+    let old_offs = out.iter().filter(|e| matches!(e, Out::Off(t, p, _) if *t >= load_at && *p != 100)).collect::<Vec<_>>();
+    assert!(!old_offs.is_empty() && old_offs.iter().all(|e| matches!(e, Out::Off(t, ..) if *t == load_at)), "the old notes end at once: {old_offs:?}");
+    block(&mut processor, &mut events, false, at, &mut out);
+    assert!(unpaired(&out).is_empty(), "stop ends every note");
+    let processor = processor.stop_processing();
+    plugin.deactivate(processor);
+}
+
+#[test]
+fn a_channel_change_while_notes_sound_ends_each_on_its_own_channel() {
+    let Some(path) = clap_bundle("a_channel_change_while_notes_sound_ends_each_on_its_own_channel") else { return };
+    // SAFETY: loading our own plugin bundle.
+    let entry = unsafe { PluginEntry::load(path) }.expect("the .clap loads");
+    let mut plugin = instance(&entry);
+    let handle = plugin.plugin_handle();
+    let params = handle.get_extension::<PluginParams>().expect("the params extension");
+    let mut info = ParamInfoBuffer::new();
+    let channel = (0..params.count(&handle))
+        .filter_map(|i| params.get_info(&handle, i, &mut info).map(|p| (p.id, p.name.to_vec(), p.max_value)))
+        .find(|(_, name, _)| name.as_slice() == b"MIDI channel")
+        .expect("a MIDI channel parameter");
+    let config = PluginAudioConfiguration { sample_rate: RATE, min_frames_count: 1, max_frames_count: BLOCK };
+    let processor = plugin.activate(|_, _| (), config).expect("activates");
+    let mut processor = processor.start_processing().expect("starts");
+    let mut events = EventBuffer::with_capacity(1024);
+    let mut out = Vec::new();
+    let mut at = play_until_notes_sound(&mut processor, &mut events, &mut out);
+    // Channel 2 from here on, while notes started on channel 1 still sound.
+    let mut change = EventBuffer::new();
+    change.push(&ParamValueEvent::new(0, channel.0, Pckn::match_all(), 2.0f64.min(channel.2)));
+    block_with(&mut processor, &mut events, &change, true, at, &mut out);
+    at += BLOCK as u64;
+    for _ in 0..2000 {
+        block(&mut processor, &mut events, true, at, &mut out);
+        at += BLOCK as u64;
+    }
+    block(&mut processor, &mut events, false, at, &mut out);
+    let channels: Vec<u8> = out.iter().filter_map(|e| if let Out::On(_, _, c) = e { Some(*c) } else { None }).collect();
+    assert!(channels.contains(&0) && channels.contains(&1), "notes started on both channels: {channels:?}");
+    assert!(unpaired(&out).is_empty(), "every note ends, on the channel it started on");
+    let processor = processor.stop_processing();
+    plugin.deactivate(processor);
 }

@@ -10,7 +10,7 @@ use std::ffi::{c_void, CStr};
 use std::path::PathBuf;
 
 use vst3::Steinberg::Vst::{
-    BusDirections_, Event, Event_, IAudioProcessor, IAudioProcessorTrait, IComponent, IComponentTrait, IEventList, IEventListTrait,
+    AudioBusBuffers, AudioBusBuffers__type0, BusDirections_, Event, Event_, IAudioProcessor, IAudioProcessorTrait, IComponent, IComponentTrait, IEventList, IEventListTrait,
     IHostApplication, IHostApplicationTrait, MediaTypes_, ProcessContext, ProcessContext_, ProcessData, ProcessModes_, ProcessSetup,
     String128, SymbolicSampleSizes_,
 };
@@ -97,6 +97,10 @@ fn the_vst3_plugin_plays_the_song_on_exact_samples() {
         let host_ptr = host.to_com_ptr::<FUnknown>().expect("host as FUnknown");
         assert_eq!(component.initialize(host_ptr.as_ptr()), kResultOk);
         let processor: ComPtr<IAudioProcessor> = component.cast().expect("an audio processor");
+        // One stereo audio output (hosts such as Ableton Live need an audio bus), and the notes.
+        assert_eq!(component.getBusCount(MediaTypes_::kAudio as i32, BusDirections_::kOutput as i32), 1, "one audio output bus");
+        assert_eq!(component.getBusCount(MediaTypes_::kAudio as i32, BusDirections_::kInput as i32), 0, "no audio input");
+        assert_eq!(component.activateBus(MediaTypes_::kAudio as i32, BusDirections_::kOutput as i32, 0, 1), kResultOk);
         assert_eq!(component.activateBus(MediaTypes_::kEvent as i32, BusDirections_::kOutput as i32, 0, 1), kResultOk);
         let (rate, block) = (48_000.0, 256);
         let mut setup = ProcessSetup {
@@ -123,14 +127,18 @@ fn the_vst3_plugin_plays_the_song_on_exact_samples() {
             context.projectTimeMusic = sample as f64 * bps;
             context.timeSigNumerator = 4;
             context.timeSigDenominator = 4;
+            // Garbage in the stereo output: the plugin must write silence over it.
+            let (mut left, mut right) = (vec![0.5f32; block as usize], vec![-0.5f32; block as usize]);
+            let mut channels = [left.as_mut_ptr(), right.as_mut_ptr()];
+            let mut bus = AudioBusBuffers { numChannels: 2, silenceFlags: 0, __field0: AudioBusBuffers__type0 { channelBuffers32: channels.as_mut_ptr() } };
             let mut data = ProcessData {
                 processMode: ProcessModes_::kRealtime as i32,
                 symbolicSampleSize: SymbolicSampleSizes_::kSample32 as i32,
                 numSamples: block,
                 numInputs: 0,
-                numOutputs: 0,
+                numOutputs: 1,
                 inputs: std::ptr::null_mut(),
-                outputs: std::ptr::null_mut(),
+                outputs: &mut bus,
                 inputParameterChanges: std::ptr::null_mut(),
                 outputParameterChanges: std::ptr::null_mut(),
                 inputEvents: std::ptr::null_mut(),
@@ -139,6 +147,7 @@ fn the_vst3_plugin_plays_the_song_on_exact_samples() {
             };
             events.0.borrow_mut().clear();
             assert_eq!(processor.process(&mut data), kResultOk);
+            assert!(left.iter().chain(&right).all(|&x| x == 0.0), "the audio output is silent");
             for e in events.0.borrow().iter() {
                 let at = sample + e.sampleOffset as u64;
                 if e.r#type == Event_::EventTypes_::kNoteOnEvent as u16 {
