@@ -20,6 +20,7 @@ use nice_plug::params::persist::PersistentField;
 use nice_plug::prelude::*;
 
 use crate::playback::engine::{Engine, NoteOut, PlaySettings, SongEvent, Transport};
+use crate::playback::preview::Preview;
 use crate::generate::GenerationSettings;
 use crate::music::key::Key;
 use crate::generate::sampling::SamplingSettings;
@@ -27,6 +28,8 @@ use crate::playback::worker::{self, Hooks, ModelSource, StoredSong, Worker};
 
 /// Events the ring between worker and audio thread holds.
 const RING_CAPACITY: usize = 1 << 15;
+/// Note events of one block the preview voice can take (more are sent but not sounded).
+const BLOCK_EVENTS: usize = 4096;
 
 fn key_name(v: i32) -> String {
     match v {
@@ -115,6 +118,9 @@ pub struct CpPianoParams {
     pub channel: IntParam,
     #[id = "follow"]
     pub follow_transport: BoolParam,
+    /// Sound the notes with the built-in preview voice (for hosts that cannot route MIDI).
+    #[id = "preview"]
+    pub preview: BoolParam,
     /// The generated song (see `SavedSong`).
     #[persist = "song"]
     pub song: SavedSong,
@@ -138,6 +144,7 @@ impl Default for CpPianoParams {
             start_bar: IntParam::new("Start bar", 1, IntRange::Linear { min: 1, max: 999 }),
             channel: IntParam::new("MIDI channel", 1, IntRange::Linear { min: 1, max: 16 }),
             follow_transport: BoolParam::new("Follow transport", true),
+            preview: BoolParam::new("Preview voice", false),
             song: SavedSong::default(),
             weights: RwLock::new(String::new()),
         }
@@ -168,6 +175,9 @@ pub struct CpPiano {
     worker: Option<Worker>,
     sample_rate: f64,
     regenerate_was_on: bool,
+    preview: Preview,
+    /// The block's note events, for the preview voice (reserved; never grows).
+    block_events: Vec<NoteOut>,
     /// The state loads the worker had seen when it began the song in the engine (its `Reset`).
     song_state: u64,
     /// After a state load: the old song is dropped and the ring is skipped up to the worker's
@@ -185,6 +195,8 @@ impl Default for CpPiano {
             worker: None,
             sample_rate: 44_100.0,
             regenerate_was_on: false,
+            preview: Preview::new(44_100.0),
+            block_events: Vec::with_capacity(BLOCK_EVENTS),
             song_state: 0,
             awaiting_song: false,
         }
@@ -251,6 +263,7 @@ impl Plugin for CpPiano {
 
     fn activate(&mut self, _layout: &AudioIOLayout, buffer_config: &BufferConfig, _context: &mut impl ActivateContext<Self>) -> bool {
         self.sample_rate = buffer_config.sample_rate as f64;
+        self.preview.set_sample_rate(buffer_config.sample_rate);
         if self.worker.is_none() {
             self.start_worker();
         }
@@ -266,19 +279,21 @@ impl Plugin for CpPiano {
     }
 
     fn process(&mut self, buffer: &mut Buffer, _aux: &mut AuxiliaryBuffers, context: &mut impl ProcessContext<Self>) -> ProcessStatus {
-        for channel in buffer.as_slice() {
-            channel.fill(0.0);
-        }
         #[cfg(feature = "assert-no-alloc")]
-        return assert_no_alloc::assert_no_alloc(|| self.process_block(buffer.samples() as u32, context));
+        return assert_no_alloc::assert_no_alloc(|| self.process_block(buffer, context));
         #[cfg(not(feature = "assert-no-alloc"))]
-        self.process_block(buffer.samples() as u32, context)
+        self.process_block(buffer, context)
     }
 }
 
 impl CpPiano {
     /// The body of `process`: audio thread, no allocation, no locks.
-    fn process_block(&mut self, samples: u32, context: &mut impl ProcessContext<Self>) -> ProcessStatus {
+    fn process_block(&mut self, buffer: &mut Buffer, context: &mut impl ProcessContext<Self>) -> ProcessStatus {
+        let samples = buffer.samples() as u32;
+        let outputs = buffer.as_slice();
+        for channel in outputs.iter_mut() {
+            channel.fill(0.0);
+        }
         let send = |context: &mut _, e: NoteOut| {
             let event = match e {
                 NoteOut::On { offset, pitch, velocity, channel } => NoteEvent::NoteOn { timing: offset, voice_id: VoiceID::Wildcard, channel: Channel::Number(channel), key: MidiKey::Number(pitch), velocity },
@@ -292,6 +307,7 @@ impl CpPiano {
         if self.song_state < loads && !self.awaiting_song {
             self.awaiting_song = true;
             self.engine.hold(&mut |e| send(context, e));
+            self.preview.silence();
         }
         if let Some(ring) = self.ring.as_mut() {
             // Bounded per block: a flood of notes is taken over a few blocks.
@@ -325,7 +341,22 @@ impl CpPiano {
             follow_transport: self.params.follow_transport.value(),
             channel: (self.params.channel.value() - 1).clamp(0, 15) as u8,
         };
-        self.engine.process(transport, settings, samples, self.sample_rate, &mut |e| send(context, e));
+        let block_events = &mut self.block_events;
+        block_events.clear();
+        self.engine.process(transport, settings, samples, self.sample_rate, &mut |e| {
+            send(context, e);
+            if block_events.len() < block_events.capacity() {
+                block_events.push(e);
+            }
+        });
+        // The preview voice sounds the same notes into the (otherwise silent) output.
+        if self.params.preview.value() {
+            if let [left, right, ..] = outputs {
+                self.preview.render(&self.block_events, left, right);
+            }
+        } else if self.preview.sounding() > 0 {
+            self.preview.silence();
+        }
         self.shared.play_state.store(self.engine.state as u8, Ordering::Relaxed);
         if let Some(beat) = self.engine.playhead() {
             self.shared.playhead.store(beat, Ordering::Relaxed);

@@ -192,22 +192,23 @@ fn unpaired(out: &[Out]) -> Vec<(u8, u8)> {
     sounding
 }
 
-/// The active, processing plugin plays from beat 0 until notes sound; returns the next sample.
+/// The active, processing plugin waits a second stopped (the worker writes the first bars),
+/// then plays from beat 0 until notes sound; returns the next sample.
 fn play_until_notes_sound(processor: &mut clack_host::process::StartedPluginAudioProcessor<TestHost>, events: &mut EventBuffer, out: &mut Vec<Out>) -> u64 {
+    for _ in 0..100 {
+        block(processor, events, false, 0, out);
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let mut at = 0u64;
-    for _ in 0..200_000 {
+    // 64 bars at most.
+    while (at as f64) * TEMPO / 60.0 / RATE < 256.0 {
         block(processor, events, true, at, out);
         at += BLOCK as u64;
         if note_ons(out).len() >= 4 && !unpaired(out).is_empty() {
             return at;
         }
-        if out.is_empty() {
-            // The worker has not written the first bars yet: let it, and start again.
-            std::thread::sleep(std::time::Duration::from_millis(2));
-            at = 0;
-        }
     }
-    panic!("no notes sounded");
+    panic!("no notes sounded in 64 bars ({} events)", out.len());
 }
 
 #[test]
@@ -290,7 +291,8 @@ fn state_with_song(state: &[u8], notes: &[(u8, f64, f64)], end: f64) -> Vec<u8> 
         "ended_with_eos": true,
         "words": notes.len() * 2,
     });
-    json["fields"]["song"] = serde_json::json!(song.to_string());
+    // nice-plug keeps each persisted field as its own JSON text: the song's JSON, encoded again.
+    json["fields"]["song"] = serde_json::json!(serde_json::to_string(&song.to_string()).unwrap());
     let body = serde_json::to_vec(&json).unwrap();
     let mut bytes = (body.len() as u64).to_le_bytes().to_vec();
     bytes.extend(body);
@@ -364,7 +366,7 @@ fn a_channel_change_while_notes_sound_ends_each_on_its_own_channel() {
     }
     block(&mut processor, &mut events, false, at, &mut out);
     let channels: Vec<u8> = out.iter().filter_map(|e| if let Out::On(_, _, c) = e { Some(*c) } else { None }).collect();
-    assert!(channels.contains(&0) && channels.contains(&1), "notes started on both channels: {channels:?}");
+    assert!(channels.first() != channels.last(), "notes started on the channel before and after the change: {channels:?}");
     assert!(unpaired(&out).is_empty(), "every note ends, on the channel it started on");
     let processor = processor.stop_processing();
     plugin.deactivate(processor);
