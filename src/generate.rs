@@ -11,16 +11,19 @@
 //! Rust recurrent model on the CPU (the fast path, which allocates nothing per word once built),
 //! or the candle model on a CUDA device (`Inference` picks).
 
+pub mod chords;
 pub mod remi;
 pub mod sampling;
 
-use crate::tokens::cp::{self, Event, Family, Word, BAR, FAMILIES, IGNORE, TYPE_EOS, TYPE_METRICAL, TYPE_NOTE};
+use crate::music::song::POSITIONS_PER_BAR;
+use crate::tokens::cp::{self, Event, Family, Word, BAR, CONTI, FAMILIES, IGNORE, TYPE_EOS, TYPE_METRICAL, TYPE_NOTE};
 use crate::music::grid::{Grid, PITCH_MIN};
 use crate::music::key::Key;
 use crate::model::cp_rnn::{CpRnn, RnnState};
 use crate::model::cpu::Precision;
 use crate::model::cp_transformer::{CpTransformer, DeviceState};
 use crate::model::init::Rng;
+use crate::generate::chords::Progression;
 use crate::generate::sampling::{sample, SamplingSettings, Scratch};
 
 /// What to generate.
@@ -36,11 +39,27 @@ pub struct GenerationSettings {
     /// shipped model ends some songs after a few bars; POP909's songs have median 79 bars).
     pub min_bars: u32,
     pub key: Option<Key>,
+    /// A chord progression to follow: a Metrical word with its chord is forced at every change
+    /// point, and the chord stays CONTI elsewhere (the model samples everything else).
+    #[serde(default)]
+    pub chords: Option<Progression>,
+    /// The progression repeats until the song ends; otherwise the song ends when it does.
+    #[serde(default)]
+    pub chords_loop: bool,
 }
 
 impl Default for GenerationSettings {
     fn default() -> Self {
-        GenerationSettings { seed: 0, sampling: SamplingSettings::default(), max_words: 8192, max_bars: None, min_bars: 32, key: None }
+        GenerationSettings {
+            seed: 0,
+            sampling: SamplingSettings::default(),
+            max_words: 8192,
+            max_bars: None,
+            min_bars: 32,
+            key: None,
+            chords: None,
+            chords_loop: false,
+        }
     }
 }
 
@@ -210,6 +229,8 @@ pub struct Generator<'m, M: WordModel = CpRnn> {
     fed: usize,
     decoder: cp::Decoder,
     bars: u32,
+    /// The last Metrical position written in the current bar (16ths from the start).
+    position: Option<u32>,
     finish: Option<Finish>,
     error: Option<String>,
 }
@@ -247,6 +268,7 @@ impl<'m, M: WordModel> Generator<'m, M> {
             fed: 0,
             decoder: cp::Decoder::new(),
             bars: 0,
+            position: None,
             finish: None,
             error: None,
             settings,
@@ -271,8 +293,13 @@ impl<'m, M: WordModel> Generator<'m, M> {
     fn record(&mut self, word: Word) -> Event {
         self.words.push(word);
         let event = self.decoder.push(word);
-        if let Event::Bar(b) = event {
-            self.bars = b;
+        match event {
+            Event::Bar(b) => {
+                self.bars = b;
+                self.position = None;
+            }
+            Event::Position { position, .. } => self.position = Some(position),
+            _ => {}
         }
         event
     }
@@ -314,6 +341,9 @@ impl<'m, M: WordModel> Generator<'m, M> {
         match event {
             Event::End => self.finish = Some(Finish::Eos),
             Event::Bar(b) if self.settings.max_bars.is_some_and(|m| b >= m) => self.finish = Some(Finish::BarCap),
+            Event::Bar(b) if !self.settings.chords_loop && self.settings.chords.as_ref().is_some_and(|p| b >= p.bars) => {
+                self.finish = Some(Finish::BarCap)
+            }
             _ => {}
         }
         Some(Step { word, event })
@@ -356,11 +386,28 @@ impl<'m, M: WordModel> Generator<'m, M> {
         let mut word = Word([IGNORE; FAMILIES]);
         word.0[Family::Type.index()] = ty;
         if ty == TYPE_METRICAL {
+            let change = self.next_chord_change();
+            let bar_start = self.bars * POSITIONS_PER_BAR;
+            if let Some((at, _)) = change.filter(|&(at, _)| at < bar_start + POSITIONS_PER_BAR) {
+                // The chord changes in this bar: no Bar word, and no beat past the change, until
+                // the change is written.
+                let logits = &mut self.logits[Family::BarBeat.index()];
+                logits[BAR as usize] = f32::NEG_INFINITY;
+                for k in 0..POSITIONS_PER_BAR {
+                    if bar_start + k > at {
+                        logits[2 + k as usize] = f32::NEG_INFINITY;
+                    }
+                }
+            }
             let bar_beat = self.sample_family(Family::BarBeat, true);
             word.0[Family::BarBeat.index()] = bar_beat;
             if bar_beat != BAR {
                 word.0[Family::Tempo.index()] = self.sample_family(Family::Tempo, true);
-                word.0[Family::Chord.index()] = self.sample_family(Family::Chord, true);
+                word.0[Family::Chord.index()] = match (&self.settings.chords, change) {
+                    (None, _) => self.sample_family(Family::Chord, true),
+                    (Some(_), Some((at, chord))) if bar_start + (bar_beat - 2) as u32 == at => 2 + chord.index() as u16,
+                    (Some(_), _) => CONTI,
+                };
             }
         } else if ty == TYPE_NOTE {
             for f in [Family::Pitch, Family::Duration, Family::Velocity] {
@@ -368,6 +415,13 @@ impl<'m, M: WordModel> Generator<'m, M> {
             }
         }
         Ok(word)
+    }
+
+    /// The next chord change to write (position in 16ths, chord), when following a progression.
+    fn next_chord_change(&self) -> Option<(u32, crate::music::chord::Chord)> {
+        let progression = self.settings.chords.as_ref()?;
+        let from = self.position.map_or(self.bars * POSITIONS_PER_BAR, |p| p + 1);
+        progression.next_change(from, self.settings.chords_loop)
     }
 
     /// Runs to the end and returns the decoded song's grid.

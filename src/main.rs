@@ -162,12 +162,22 @@ enum Command {
         /// Replaces the nucleus threshold of the families that use one (REMI-XL: its 0.9).
         #[arg(long)]
         top_p: Option<f32>,
-        /// A MIDI clip to continue.
+        /// A MIDI clip to continue (or a song to regenerate from a bar, with --prime-bars).
         #[arg(long)]
         prime: Option<PathBuf>,
+        /// Use only the first N bars of the prime: the song goes on from bar N + 1.
+        #[arg(long, requires = "prime")]
+        prime_bars: Option<u32>,
         /// Keep pitches in a key, e.g. C, F#m, Bb, "E minor".
         #[arg(long)]
         key: Option<cp_piano::music::key::Key>,
+        /// Follow a chord progression: "C G Am F" (one chord per bar) or "C:2 G:2 | Am F" (bars
+        /// split by |, beats after a colon). The song ends when it does, unless --chords-loop.
+        #[arg(long)]
+        chords: Option<cp_piano::generate::chords::Progression>,
+        /// Repeat the chord progression until the song ends.
+        #[arg(long, requires = "chords")]
+        chords_loop: bool,
         /// Weight precision on the CPU: int8 is the fast path.
         #[arg(long, value_enum, default_value = "int8")]
         precision: Precision,
@@ -315,6 +325,7 @@ fn generate(
     settings: GenerationSettings,
     weights: Option<PathBuf>,
     prime: Option<PathBuf>,
+    prime_bars: Option<u32>,
     precision: Precision,
     device: DeviceKind,
 ) -> Result<()> {
@@ -325,7 +336,11 @@ fn generate(
     let prime_words = match &prime {
         Some(path) => {
             let song = import_file(path).with_context(|| path.display().to_string())?;
-            cp::encode(&Grid::from_song(&song))
+            let words = cp::encode(&Grid::from_song(&song));
+            match prime_bars {
+                Some(n) => cp::first_bars(&words, n).to_vec(),
+                None => words,
+            }
         }
         None => vec![cp::Word::BAR],
     };
@@ -441,7 +456,10 @@ fn build_dataset(midi: PathBuf, pop909: bool, repr: Representation, out: PathBuf
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Generate { out, model, seed, weights, max_words, max_bars, min_bars, temperature, top_p, prime, key, precision, device } => {
+        Command::Generate { out, model, seed, weights, max_words, max_bars, min_bars, temperature, top_p, prime, prime_bars, key, chords, chords_loop, precision, device } => {
+            if model == ModelKind::RemiXl && (chords.is_some() || prime_bars.is_some()) {
+                anyhow::bail!("--chords and --prime-bars steer the CP model; the REMI-XL baseline takes neither");
+            }
             let default_cap = if model == ModelKind::Cp { GenerationSettings::default().max_words } else { SEED_MAX_TOKENS };
             let settings = GenerationSettings {
                 seed,
@@ -450,9 +468,11 @@ fn run(cli: Cli) -> Result<()> {
                 max_bars,
                 min_bars,
                 key,
+                chords,
+                chords_loop,
             };
             match model {
-                ModelKind::Cp => generate(out, settings, weights, prime, precision, device),
+                ModelKind::Cp => generate(out, settings, weights, prime, prime_bars, precision, device),
                 ModelKind::RemiXl => generate_remi(out, settings, temperature, top_p, weights, prime, precision),
             }
         }

@@ -21,7 +21,7 @@ use std::collections::HashSet;
 
 use crate::music::chord::{recognise_chords, Chord};
 use crate::music::grid::{Grid, GridNote};
-use crate::music::song::POSITIONS_PER_BAR;
+use crate::music::song::{Song, POSITIONS_PER_BAR, TICKS_PER_BEAT};
 
 /// The metrics of one song.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -161,6 +161,25 @@ pub fn longest_repeat(grid: &Grid) -> u32 {
 }
 
 /// Mean of the values that are not NaN (NaN when none are).
+/// The share of a song's beats (those where the recogniser hears a chord) whose chord, as the recogniser
+/// hears it in the notes, is `expected(beat)`: how well a song follows the chords it was given
+/// or annotated with. `None` for a song without notes.
+pub fn chord_agreement(song: &Song, expected: impl Fn(u32) -> Chord) -> Option<f64> {
+    let heard = recognise_chords(&song.notes);
+    let end = song.notes.iter().map(|n| n.onset + n.duration.max(1)).max()?;
+    let (mut beats, mut agree) = (0usize, 0usize);
+    for beat in 0..end.div_ceil(TICKS_PER_BEAT) {
+        let tick = beat * TICKS_PER_BEAT;
+        let heard_here = heard.iter().rev().find(|c| c.tick <= tick).map_or(Chord::NoChord, |c| c.chord);
+        if heard_here == Chord::NoChord {
+            continue;
+        }
+        beats += 1;
+        agree += (heard_here == expected(beat)) as usize;
+    }
+    (beats > 0).then(|| agree as f64 / beats as f64)
+}
+
 pub fn mean(values: &[f64]) -> f64 {
     let kept: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
     if kept.is_empty() {

@@ -11,7 +11,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use crate::midi::import::{ImportError, RawMidi};
-use crate::music::song::{Song, BEATS_PER_BAR, TICKS_PER_BAR, TICKS_PER_BEAT};
+use crate::music::chord::Chord;
+use crate::music::song::{ChordChange, Song, BEATS_PER_BAR, TICKS_PER_BAR, TICKS_PER_BEAT};
 
 /// Song ids of `index.csv` whose meter is 4/4-compatible (2 beats per measure of 2 quavers, as
 /// the file spells 4/4), and the ids refused with their meter.
@@ -93,6 +94,17 @@ fn beat_ticks(beats: &[Beat]) -> Vec<u32> {
     ticks
 }
 
+/// A song tick from seconds through the beat table: fractional beats are interpolated inside
+/// the table and extrapolated beyond its ends (every beat spans 480 ticks, also the last beat
+/// of a padded short bar).
+fn song_tick_at(seconds: f64, beats: &[Beat], ticks: &[u32]) -> u32 {
+    let last = beats.len() - 1;
+    let k = beats.partition_point(|b| b.seconds <= seconds).clamp(1, last);
+    let (a, b) = (&beats[k - 1], &beats[k]);
+    let fraction = (seconds - a.seconds) / (b.seconds - a.seconds);
+    (ticks[k - 1] as f64 + fraction * TICKS_PER_BEAT as f64).round().max(0.0) as u32
+}
+
 /// Loads one POP909 song folder (the caller checks the meter with `four_four_songs`).
 pub fn load_song(dir: &Path) -> Result<Song, ImportError> {
     let id = dir.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
@@ -100,17 +112,52 @@ pub fn load_song(dir: &Path) -> Result<Song, ImportError> {
     let raw = RawMidi::parse(&midi)?;
     let beats = read_beats(&dir.join("beat_midi.txt"))?;
     let ticks = beat_ticks(&beats);
-    let last = beats.len() - 1;
-    let to_song_tick = |tick: u64| -> u32 {
-        let s = raw.seconds_at(tick);
-        // Fractional beat: interpolate inside the table, extrapolate beyond its ends.
-        let k = beats.partition_point(|b| b.seconds <= s).clamp(1, last);
-        let (a, b) = (&beats[k - 1], &beats[k]);
-        // Every beat spans 480 ticks, also the last beat of a padded (short) bar.
-        let fraction = (s - a.seconds) / (b.seconds - a.seconds);
-        (ticks[k - 1] as f64 + fraction * TICKS_PER_BEAT as f64).round().max(0.0) as u32
+    Ok(raw.to_song(|tick: u64| song_tick_at(raw.seconds_at(tick), &beats, &ticks)))
+}
+
+/// A chord label of POP909's annotations (`B:maj`, `C#:min7/b7`, `N`) as the nearest chord of
+/// the vocabulary (inversions and added sixths dropped); `None` for labels it cannot read.
+fn annotated_chord(label: &str) -> Option<Chord> {
+    if label == "N" {
+        return Some(Chord::NoChord);
+    }
+    let (root, kind) = label.split_once(':')?;
+    let kind = kind.split('/').next()?;
+    let quality = match kind {
+        "maj" | "maj6" => "M",
+        "min" | "min6" | "minmaj7" => "m",
+        "dim" => "o",
+        "aug" => "+",
+        "7" => "7",
+        "maj7" => "M7",
+        "min7" => "m7",
+        "dim7" => "o7",
+        "hdim7" => "m7b5",
+        "sus2" => "sus2",
+        "sus4" | "sus4(b7)" => "sus4",
+        _ => return None,
     };
-    Ok(raw.to_song(to_song_tick))
+    format!("{root}{quality}").parse().ok()
+}
+
+/// The chords annotated in a song folder's `chord_midi.txt` (start and end in seconds, then a
+/// label), on the song's ticks as `load_song` places its notes; unreadable labels are skipped.
+pub fn annotated_chords(dir: &Path) -> Result<Vec<ChordChange>, ImportError> {
+    let beats = read_beats(&dir.join("beat_midi.txt"))?;
+    let ticks = beat_ticks(&beats);
+    let path = dir.join("chord_midi.txt");
+    let text = std::fs::read_to_string(&path)?;
+    let mut changes: Vec<ChordChange> = Vec::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(start), Some(label)) = (fields.first().and_then(|s| s.parse::<f64>().ok()), fields.get(2)) else { continue };
+        if let Some(chord) = annotated_chord(label) {
+            if changes.last().is_none_or(|c| c.chord != chord) {
+                changes.push(ChordChange { tick: song_tick_at(start, &beats, &ticks), chord });
+            }
+        }
+    }
+    Ok(changes)
 }
 
 #[cfg(test)]

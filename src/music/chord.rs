@@ -10,7 +10,7 @@ use crate::music::song::{ChordChange, Note, TICKS_PER_BEAT};
 pub const ROOT_NAMES: [&str; 12] = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"];
 
 /// The 11 chord qualities of the CP vocabulary, in vocabulary order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Quality {
     Major,
     Minor,
@@ -80,10 +80,60 @@ impl Quality {
 }
 
 /// A chord label: a root and quality, or no chord (`N_N`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Chord {
     NoChord,
     Chord { root: u8, quality: Quality },
+}
+
+impl std::str::FromStr for Chord {
+    type Err = String;
+
+    /// A chord as a producer writes it: a root (C, C#, Db, ..., B) and a quality: none or M/maj,
+    /// m/min, o/dim, +/aug, 7, M7/maj7, m7/min7, o7/dim7, /o7/m7b5, sus2, sus4; the vocabulary's
+    /// spelling (`F#_m7`) too; N or N_N for no chord.
+    fn from_str(text: &str) -> Result<Chord, String> {
+        let t = text.trim();
+        if t == "N" || t == "N_N" {
+            return Ok(Chord::NoChord);
+        }
+        let mut chars = t.chars();
+        let letter = chars.next().ok_or("an empty chord")?;
+        let natural = match letter.to_ascii_uppercase() {
+            'C' => 0,
+            'D' => 2,
+            'E' => 4,
+            'F' => 5,
+            'G' => 7,
+            'A' => 9,
+            'B' => 11,
+            _ => return Err(format!("{t:?}: a chord starts with its root, A to G")),
+        };
+        let mut rest = chars.as_str();
+        let mut root = natural as i32;
+        if let Some(r) = rest.strip_prefix('#') {
+            root += 1;
+            rest = r;
+        } else if let Some(r) = rest.strip_prefix('b') {
+            root -= 1;
+            rest = r;
+        }
+        let quality = match rest.trim_start_matches('_') {
+            "" | "M" | "maj" => Quality::Major,
+            "m" | "min" => Quality::Minor,
+            "o" | "dim" => Quality::Diminished,
+            "+" | "aug" => Quality::Augmented,
+            "7" => Quality::Dominant7,
+            "M7" | "maj7" => Quality::Major7,
+            "m7" | "min7" => Quality::Minor7,
+            "o7" | "dim7" => Quality::Diminished7,
+            "/o7" | "m7b5" => Quality::HalfDiminished7,
+            "sus2" => Quality::Sus2,
+            "sus4" => Quality::Sus4,
+            q => return Err(format!("{t:?}: unknown chord quality {q:?} (M, m, o, +, 7, M7, m7, o7, m7b5, sus2 or sus4)")),
+        };
+        Ok(Chord::Chord { root: root.rem_euclid(12) as u8, quality })
+    }
 }
 
 /// Number of chord labels (12 x 11 + no chord).

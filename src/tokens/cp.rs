@@ -293,6 +293,24 @@ impl Decoder {
     }
 }
 
+/// The words of the first `bars` bars, ending with the Bar word that opens the next one (so a
+/// continuation starts there); all the words but EOS when the song is shorter.
+pub fn first_bars(words: &[Word], bars: u32) -> &[Word] {
+    let mut seen = 0;
+    for (i, w) in words.iter().enumerate() {
+        if w.get(Family::Type) == TYPE_EOS {
+            return &words[..i];
+        }
+        if w.get(Family::Type) == TYPE_METRICAL && w.get(Family::BarBeat) == BAR {
+            if seen == bars {
+                return &words[..=i];
+            }
+            seen += 1;
+        }
+    }
+    words
+}
+
 /// Decodes a whole word sequence (stops at EOS).
 pub fn decode(words: &[Word]) -> Decoded {
     let mut decoder = Decoder::new();

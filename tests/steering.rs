@@ -1,0 +1,99 @@
+//! Steering generation: following a chord progression (constrained decoding of the chord
+//! family) and continuing a prime (a clip, or a song regenerated from a bar).
+
+mod common;
+
+use std::collections::HashMap;
+
+use candle_core::{Device, Tensor};
+use cp_piano::eval::metrics::chord_agreement;
+use cp_piano::generate::chords::Progression;
+use cp_piano::generate::{GenerationSettings, Generator};
+use cp_piano::model::config::Config;
+use cp_piano::model::cp_rnn::CpRnn;
+use cp_piano::model::cpu::Precision;
+use cp_piano::model::Trainable;
+use cp_piano::music::grid::Grid;
+use cp_piano::tokens::cp;
+
+/// A small random model: what it plays is noise, but every constraint must still hold.
+fn tiny_model(seed: u64) -> CpRnn {
+    let config = Config::preset("tiny").unwrap();
+    let model = Trainable::new(&config, seed, &Device::Cpu).unwrap();
+    let tensors: HashMap<String, Tensor> = model.named_tensors().into_iter().collect();
+    CpRnn::from_tensors(&config, &tensors, Precision::F32).unwrap()
+}
+
+#[test]
+fn a_forced_chord_appears_at_every_change_point_and_nowhere_else() {
+    let model = tiny_model(3);
+    let progression: Progression = "C:2 G:2 | Am F | Dm7 | G7".parse().unwrap();
+    for (seed, looped) in [(1, true), (2, true), (3, false)] {
+        // EOS is held back past the song's length, so the bar cap or the progression ends it.
+        let settings = GenerationSettings { seed, min_bars: 13, max_bars: Some(12), chords: Some(progression.clone()), chords_loop: looped, ..Default::default() };
+        let grid = Generator::new(&model, settings).run_to_end();
+        let bars = if looped { 12 } else { progression.bars };
+        assert_eq!(grid.bars, bars, "seed {seed}: the song ends with the bar cap or the progression");
+        let mut expected = Vec::new();
+        let mut at = 0;
+        while let Some((p, chord)) = progression.next_change(at, looped).filter(|c| c.0 < bars * 16) {
+            expected.push((p, chord));
+            at = p + 1;
+        }
+        let written: Vec<_> = grid.slots.iter().filter_map(|s| s.chord.map(|c| (s.position, c))).collect();
+        assert_eq!(written, expected, "seed {seed}: chords at the change points only");
+    }
+    // The same seed and settings give the same song.
+    let settings = GenerationSettings { seed: 9, min_bars: 9, max_bars: Some(8), chords: Some(progression), chords_loop: true, ..Default::default() };
+    assert_eq!(Generator::new(&model, settings.clone()).run_to_end(), Generator::new(&model, settings).run_to_end());
+}
+
+#[test]
+fn a_prime_comes_out_unchanged_and_regenerating_from_a_bar_keeps_the_bars_before() {
+    let model = tiny_model(4);
+    let song = common::quantised_song(5, 12);
+    let words = cp::encode(&Grid::from_song(&song));
+    let kept = cp::first_bars(&words, 6);
+    let settings = GenerationSettings { seed: 11, min_bars: 0, max_bars: Some(16), ..Default::default() };
+    let mut generator = Generator::with_prime(&model, settings, kept);
+    let grid = generator.run_to_end();
+    assert_eq!(&generator.words()[..kept.len()], kept, "the prime's words come out unchanged");
+    // Every note of bars 1-6 is the original's, bit for bit.
+    let original = Grid::from_song(&song);
+    let before = |g: &Grid| g.slots.iter().filter(|s| s.position < 6 * 16).cloned().collect::<Vec<_>>();
+    assert_eq!(before(&grid), before(&original));
+    assert!(grid.bars > 6, "the song goes on after the kept bars");
+    // Asking for more bars than the prime has keeps all of it (but its EOS).
+    assert_eq!(cp::first_bars(&words, 99), &words[..words.len() - 1]);
+}
+
+#[test]
+fn the_shipped_model_plays_the_chords_it_is_given() {
+    // 20 seeds of "C G Am F" looped for 32 bars: the share of beats whose chord the recogniser
+    // hears in the notes is the forced one. POP909's songs against their own annotations are
+    // the ceiling the recogniser allows (printed when ../shared is there).
+    let model = cp_piano::model::weights::load_cp_rnn(None, Precision::Int8).expect("the shipped weights");
+    let progression: Progression = "C G Am F".parse().unwrap();
+    let agreement = |chords: Option<Progression>| {
+        let mut shares = Vec::new();
+        for seed in 0..20 {
+            let settings = GenerationSettings { seed, max_bars: Some(32), chords: chords.clone(), chords_loop: true, ..Default::default() };
+            let song = Generator::new(&model, settings).run_to_end().to_song();
+            shares.extend(chord_agreement(&song, |beat| progression.chord_at(beat * 4)));
+        }
+        shares.iter().sum::<f64>() / shares.len() as f64
+    };
+    let (generated, free) = (agreement(Some(progression.clone())), agreement(None));
+    println!("chord agreement with C G Am F, shipped model, 20 seeds x 32 bars: {:.1} % following it, {:.1} % left free", generated * 100.0, free * 100.0);
+    if let Some(root) = common::pop909_root() {
+        let mut ceiling = Vec::new();
+        for id in 1..=20 {
+            let dir = cp_piano::midi::pop909::song_dir(&root, &format!("{id:03}"));
+            let (Ok(song), Ok(chords)) = (cp_piano::midi::pop909::load_song(&dir), cp_piano::midi::pop909::annotated_chords(&dir)) else { continue };
+            let at = |beat: u32| chords.iter().rev().find(|c| c.tick <= beat * 480).map_or(cp_piano::music::chord::Chord::NoChord, |c| c.chord);
+            ceiling.extend(chord_agreement(&song, at));
+        }
+        println!("chord agreement, POP909 songs 001-020 against their annotations: {:.1} %", ceiling.iter().sum::<f64>() / ceiling.len().max(1) as f64 * 100.0);
+    }
+    assert!(generated > free, "following the chords moves the harmony towards them ({:.1} % vs {:.1} % free)", generated * 100.0, free * 100.0);
+}
