@@ -46,7 +46,14 @@ pub struct GenerationSettings {
     /// The progression repeats until the song ends; otherwise the song ends when it does.
     #[serde(default)]
     pub chords_loop: bool,
+    /// More (up to +1) or fewer (down to -1) notes per bar: a bias of `density * DENSITY_LOGIT`
+    /// on the type family's Note logit, against Metrical (EOS is drawn before it, unbiased).
+    #[serde(default)]
+    pub density: f32,
 }
+
+/// The Note-logit bias at density +1 (nats).
+pub const DENSITY_LOGIT: f32 = 1.5;
 
 impl Default for GenerationSettings {
     fn default() -> Self {
@@ -59,6 +66,7 @@ impl Default for GenerationSettings {
             key: None,
             chords: None,
             chords_loop: false,
+            density: 0.0,
         }
     }
 }
@@ -381,6 +389,7 @@ impl<'m, M: WordModel> Generator<'m, M> {
             }
         }
         self.type_logits[TYPE_EOS as usize] = f32::NEG_INFINITY;
+        self.type_logits[TYPE_NOTE as usize] += self.settings.density.clamp(-1.0, 1.0) * DENSITY_LOGIT;
         let ty = sample(&mut self.type_logits, how, &mut self.rng, &mut self.scratch) as u16;
         self.model.family_logits(&mut self.state, ty, &mut self.logits)?;
         let mut word = Word([IGNORE; FAMILIES]);

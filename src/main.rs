@@ -178,6 +178,9 @@ enum Command {
         /// Repeat the chord progression until the song ends.
         #[arg(long, requires = "chords")]
         chords_loop: bool,
+        /// Fewer (-1) to more (+1) notes per bar; 0 leaves the model alone.
+        #[arg(long, default_value_t = 0.0, allow_hyphen_values = true, value_parser = density)]
+        density: f32,
         /// Weight precision on the CPU: int8 is the fast path.
         #[arg(long, value_enum, default_value = "int8")]
         precision: Precision,
@@ -454,11 +457,19 @@ fn build_dataset(midi: PathBuf, pop909: bool, repr: Representation, out: PathBuf
     Ok(())
 }
 
+/// `--density`: a number in -1..=1.
+fn density(text: &str) -> std::result::Result<f32, String> {
+    match text.parse::<f32>() {
+        Ok(d) if (-1.0..=1.0).contains(&d) => Ok(d),
+        _ => Err(format!("{text:?}: density is a number from -1 to 1")),
+    }
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Generate { out, model, seed, weights, max_words, max_bars, min_bars, temperature, top_p, prime, prime_bars, key, chords, chords_loop, precision, device } => {
-            if model == ModelKind::RemiXl && (chords.is_some() || prime_bars.is_some()) {
-                anyhow::bail!("--chords and --prime-bars steer the CP model; the REMI-XL baseline takes neither");
+        Command::Generate { out, model, seed, weights, max_words, max_bars, min_bars, temperature, top_p, prime, prime_bars, key, chords, chords_loop, density, precision, device } => {
+            if model == ModelKind::RemiXl && (chords.is_some() || prime_bars.is_some() || density != 0.0) {
+                anyhow::bail!("--chords, --prime-bars and --density steer the CP model; the REMI-XL baseline takes none of them");
             }
             let default_cap = if model == ModelKind::Cp { GenerationSettings::default().max_words } else { SEED_MAX_TOKENS };
             let settings = GenerationSettings {
@@ -470,6 +481,7 @@ fn run(cli: Cli) -> Result<()> {
                 key,
                 chords,
                 chords_loop,
+                density,
             };
             match model {
                 ModelKind::Cp => generate(out, settings, weights, prime, prime_bars, precision, device),

@@ -110,6 +110,9 @@ pub struct CpPianoParams {
     pub key_lock: IntParam,
     #[id = "max_bars"]
     pub max_bars: IntParam,
+    /// Fewer (-1) to more (+1) notes per bar.
+    #[id = "density"]
+    pub density: FloatParam,
     /// The host bar where the song starts (1-based, 4/4).
     #[id = "start_bar"]
     pub start_bar: IntParam,
@@ -141,6 +144,7 @@ impl Default for CpPianoParams {
                 .with_value_to_string(Arc::new(key_name))
                 .with_string_to_value(Arc::new(key_value)),
             max_bars: IntParam::new("Max bars", 128, IntRange::Linear { min: 4, max: 512 }),
+            density: FloatParam::new("Density", 0.0, FloatRange::Linear { min: -1.0, max: 1.0 }).with_step_size(0.05),
             start_bar: IntParam::new("Start bar", 1, IntRange::Linear { min: 1, max: 999 }),
             channel: IntParam::new("MIDI channel", 1, IntRange::Linear { min: 1, max: 16 }),
             follow_transport: BoolParam::new("Follow transport", true),
@@ -160,6 +164,7 @@ impl CpPianoParams {
             sampling: SamplingSettings::default().adjusted(self.variety.value(), Some(self.top_p.value())),
             max_bars: Some(self.max_bars.value() as u32),
             key: if key > 0 { Key::all().nth(key as usize - 1) } else { None },
+            density: self.density.value(),
             ..GenerationSettings::default()
         }
     }

@@ -97,3 +97,30 @@ fn the_shipped_model_plays_the_chords_it_is_given() {
     }
     assert!(generated > free, "following the chords moves the harmony towards them ({:.1} % vs {:.1} % free)", generated * 100.0, free * 100.0);
 }
+
+#[test]
+fn density_moves_notes_per_bar_and_leaves_song_endings_alone() {
+    // The shipped model, 20 seeds at each density: notes per bar rise monotonically from -1 to
+    // +1, by 30 % or more each way from 0, and the share of songs that end by EOS stays within
+    // 5 points.
+    use cp_piano::generate::Finish;
+    let model = cp_piano::model::weights::load_cp_rnn(None, Precision::Int8).expect("the shipped weights");
+    let mut rows = Vec::new();
+    for density in [-1.0f32, -0.5, 0.0, 0.5, 1.0] {
+        let (mut notes, mut bars, mut eos) = (0usize, 0u32, 0usize);
+        for seed in 0..20 {
+            let settings = GenerationSettings { seed, density, ..Default::default() };
+            let mut generator = Generator::new(&model, settings);
+            let grid = generator.run_to_end();
+            notes += grid.note_count();
+            bars += grid.bars.max(1);
+            eos += (generator.finish() == Some(Finish::Eos)) as usize;
+        }
+        let per_bar = notes as f64 / bars as f64;
+        println!("density {density:+.1}: {per_bar:.1} notes per bar, {} bars per song, EOS in {eos}/20 songs", bars / 20);
+        rows.push((per_bar, eos as f64 / 20.0));
+    }
+    assert!(rows.windows(2).all(|w| w[0].0 < w[1].0), "notes per bar rise with density: {rows:?}");
+    assert!(rows[0].0 <= 0.7 * rows[2].0 && rows[4].0 >= 1.3 * rows[2].0, "at least 30 % each way: {rows:?}");
+    assert!(rows.iter().all(|r| (r.1 - rows[2].1).abs() <= 0.05), "EOS rates within 5 points: {rows:?}");
+}
