@@ -106,20 +106,16 @@ fn progress_bar(len: usize, what: &str, show: bool) -> ProgressBar {
 /// The metrics of every MIDI file in `dir` (sorted by name); files that do not import are
 /// returned as (name, reason).
 pub fn folder_metrics(dir: &Path, progress: bool) -> Result<(Vec<SongResult>, Vec<(String, String)>)> {
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("{}: cannot read the folder", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x.eq_ignore_ascii_case("mid") || x.eq_ignore_ascii_case("midi")))
-        .collect();
-    paths.sort();
+    let paths = crate::midi::midi_files(dir).with_context(|| format!("{}: cannot read the folder", dir.display()))?;
     if paths.is_empty() {
-        bail!("{}: no .mid files", dir.display());
+        bail!("{}: no .mid files in it or its sub-folders", dir.display());
     }
     let bar = progress_bar(paths.len(), "songs", progress);
     let results: Vec<std::result::Result<SongResult, (String, String)>> = paths
         .par_iter()
         .map(|path| {
-            let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+            // Named by the path under `dir`, so songs of different sub-folders stay apart.
+            let name = path.strip_prefix(dir).unwrap_or(path).to_string_lossy().into_owned();
             let song = import_file(path).map_err(|e| (name.clone(), e.to_string()));
             bar.inc(1);
             let grid = Grid::from_song(&song?);

@@ -99,8 +99,13 @@ fn a_folder_is_measured_and_bad_files_are_reported() {
     }
     std::fs::write(dir.path().join("broken.mid"), b"not a midi file").unwrap();
     std::fs::write(dir.path().join("notes.txt"), b"ignored").unwrap();
+    // Sub-folders are walked too (as Pop1K7's midi_analyzed/src_*/N.mid), songs named by path.
+    let nested = dir.path().join("src_001");
+    std::fs::create_dir(&nested).unwrap();
+    std::fs::write(nested.join("1.mid"), cp_piano::midi::export::export_bytes(&common::quantised_song(7, 8), 0)).unwrap();
     let (songs, skipped) = folder_metrics(dir.path(), false).unwrap();
-    assert_eq!(songs.len(), 2);
+    assert_eq!(songs.len(), 3);
+    assert!(songs.iter().any(|s| s.name == "src_001/1.mid"), "{:?}", songs.iter().map(|s| &s.name).collect::<Vec<_>>());
     assert_eq!(skipped.len(), 1);
     assert_eq!(skipped[0].0, "broken.mid");
     assert!(songs.iter().all(|s| s.metrics.bars >= 7 && s.metrics.notes > 0 && s.metrics.h1 > 0.0));

@@ -220,27 +220,12 @@ enum Job {
     Pop909 { name: String, dir: PathBuf },
 }
 
-fn midi_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let entries = std::fs::read_dir(dir).with_context(|| format!("{}: cannot read folder", dir.display()))?;
-    for entry in entries {
-        let path = entry?.path();
-        if path.is_dir() {
-            midi_files(&path, out)?;
-        } else if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("mid") || e.eq_ignore_ascii_case("midi")) {
-            out.push(path);
-        }
-    }
-    Ok(())
-}
-
 impl Source {
     /// The songs to import (sorted), and songs refused before import (POP909 meters).
     fn jobs(&self) -> Result<(Vec<Job>, Vec<Skipped>)> {
         match self {
             Source::MidiFolder(dir) => {
-                let mut files = Vec::new();
-                midi_files(dir, &mut files)?;
-                files.sort();
+                let files = crate::midi::midi_files(dir).with_context(|| format!("{}: cannot read folder", dir.display()))?;
                 let jobs = files
                     .into_iter()
                     .map(|path| {
