@@ -163,18 +163,28 @@ pub fn generate_remi(model: &RemiXlStream, n: usize, settings: &GenerationSettin
     })
 }
 
-/// The mean validation loss of `weights` on the validation songs of `data` (windows of 2,048):
-/// CP, the mean of the seven families' cross-entropies per word; REMI, the cross-entropy per
-/// token.
-pub fn validation_loss(weights: &Weights, data: &dataset::Dataset) -> Result<f64> {
+/// The teacher-forced loss of `weights` on the songs of one split of `data`, each song whole
+/// (with its true positions): CP, one cross-entropy per family (family order); REMI, one per
+/// token. Means per word (token).
+pub fn teacher_forced_loss(weights: &Weights, data: &dataset::Dataset, split: Split) -> Result<Vec<f64>> {
     let config = weights.model_config()?;
     if config.kind().representation() != data.representation {
         bail!("the {:?} model needs {:?} data", config.kind(), config.kind().representation());
     }
     let model = Trainable::new(config, 0, &Device::Cpu)?;
     model.load(&weights.tensors)?;
-    let valid = windows(data, Split::Valid, 2048);
-    let losses = crate::train::validate(&model, data, &valid, 2, &Device::Cpu)?;
+    let longest = data.songs.iter().map(|s| s.len).max().unwrap_or(1);
+    let songs = windows(data, split, longest);
+    if songs.is_empty() {
+        bail!("the data set has no {split:?} songs");
+    }
+    crate::train::validate(&model, data, &songs, 1, &Device::Cpu)
+}
+
+/// The mean validation loss of `weights` on the validation songs of `data`, whole songs: CP,
+/// the mean of the seven families' cross-entropies per word; REMI, the cross-entropy per token.
+pub fn validation_loss(weights: &Weights, data: &dataset::Dataset) -> Result<f64> {
+    let losses = teacher_forced_loss(weights, data, Split::Valid)?;
     Ok(losses.iter().sum::<f64>() / losses.len() as f64)
 }
 

@@ -54,6 +54,13 @@ fn shipped_remi_xl() -> Option<(&'static str, &'static [u8])> {
     }
 }
 
+/// A data-set split on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SplitArg {
+    Train,
+    Validation,
+}
+
 #[derive(Parser)]
 #[command(name = "cp-piano", version, about = "Compound Word Transformer pop-piano generator")]
 struct Cli {
@@ -229,6 +236,17 @@ enum Command {
         /// Output folder (report.md, figures, songs).
         #[arg(short, long, default_value = "runs/eval")]
         out: PathBuf,
+    },
+    /// Print the teacher-forced loss per family of a model on whole songs of a data set.
+    Loss {
+        /// A weights folder (default: the shipped CP weights).
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// A data-set file, the POP909 root, or a folder of MIDI files.
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, value_enum, default_value = "validation")]
+        split: SplitArg,
     },
     /// Copy a weights folder (e.g. a run's best/) into another, in bf16 (to ship) or f32.
     ExportWeights {
@@ -490,6 +508,23 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench { words, weights, no_training, training_only } => bench(words, weights, no_training, training_only),
         Command::Eval { midi, songs, pop909, cp_weights, remi_weights, min_bars, out } => eval(midi, songs, pop909, cp_weights, remi_weights, min_bars, out),
+        Command::Loss { weights, data, split } => {
+            let weights = cp_piano::model::weights::load_weights(weights.as_deref())?;
+            let kind = weights.model_config()?.kind();
+            let data = cp_piano::train::load_data(&data, kind, true)?;
+            let split = match split {
+                SplitArg::Train => Split::Train,
+                SplitArg::Validation => Split::Valid,
+            };
+            let start = Instant::now();
+            let losses = cp_piano::eval::teacher_forced_loss(&weights, &data, split)?;
+            let names = weights.model_config()?.loss_names();
+            let mean = losses.iter().sum::<f64>() / losses.len() as f64;
+            let parts: Vec<String> = names.iter().zip(&losses).map(|(n, l)| format!("{n} {l:.4}")).collect();
+            let songs = data.songs.iter().filter(|s| s.split == split).count();
+            println!("{:?} loss on {songs} whole {split:?} songs: {mean:.4} ({}), {:.0} s", kind, parts.join(", "), start.elapsed().as_secs_f64());
+            Ok(())
+        }
         Command::ExportWeights { from, to, f32 } => {
             let weights = cp_piano::model::weights::Weights::load_dir(&from)?;
             weights.model_config()?;

@@ -81,6 +81,13 @@ fn two_hundred_steps_lower_the_loss_clearly() {
     assert!(last < first * 0.5, "loss {first} -> {last}");
     assert!(out.join("loss.png").exists());
     assert!(out.join("best/model.safetensors").exists() && out.join("last/config.json").exists());
+    // `cp-piano loss`: the trained weights on whole training songs, per family, below the loss
+    // of the untrained start.
+    let dataset = cp_piano::data::dataset::Dataset::load(&data).unwrap();
+    let trained = cp_piano::eval::teacher_forced_loss(&Weights::load_dir(&out.join("last")).unwrap(), &dataset, cp_piano::data::dataset::Split::Train).unwrap();
+    assert_eq!(trained.len(), 7);
+    assert!(trained.iter().all(|l| l.is_finite() && *l >= 0.0));
+    assert!(trained.iter().sum::<f64>() / 7.0 < first * 0.5, "{trained:?}");
 }
 
 #[test]
