@@ -139,7 +139,7 @@ pub fn engine_ns_per_block(blocks: usize) -> f64 {
         }
     }
     engine.receive(SongEvent::End(1000.0));
-    let settings = PlaySettings { start_beat: 0.0, velocity_scale: 1.0, follow_transport: true, channel: 0 };
+    let settings = PlaySettings { start_beat: 0.0, velocity_scale: 1.0, follow_transport: true, channel: 0, left_hand: None, split_pitch: 60 };
     let (rate, block) = (48_000.0, 64u32);
     let bps = 120.0 / 60.0 / rate;
     let mut sent = 0usize;

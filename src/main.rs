@@ -185,6 +185,9 @@ enum Command {
         /// Repeat the chord progression until the song ends.
         #[arg(long, requires = "chords")]
         chords_loop: bool,
+        /// Write the two hands as two tracks: notes from middle C up on channel 1, below on 2.
+        #[arg(long)]
+        hands: bool,
         /// Fewer (-1) to more (+1) notes per bar; 0 leaves the model alone.
         #[arg(long, default_value_t = 0.0, allow_hyphen_values = true, value_parser = density)]
         density: f32,
@@ -301,9 +304,10 @@ fn tokens(file: &PathBuf, repr: Representation, quiet: bool, pop909: bool) -> Re
 }
 
 /// Prints the summary line of a generated song and writes it.
-fn write_song(out: &PathBuf, grid: &Grid, steps: usize, sampled: usize, finish: Option<Finish>, seconds: f64, unit: &str) -> Result<()> {
+#[allow(clippy::too_many_arguments)]
+fn write_song(out: &PathBuf, grid: &Grid, steps: usize, sampled: usize, finish: Option<Finish>, seconds: f64, unit: &str, hands: bool) -> Result<()> {
     let song = grid.to_song();
-    let bytes = cp_piano::midi::export::export_bytes(&song, 0);
+    let bytes = if hands { cp_piano::midi::export::export_hands(&song) } else { cp_piano::midi::export::export_bytes(&song, 0) };
     dataset::write_atomically(out, &bytes).with_context(|| out.display().to_string())?;
     println!(
         "{}: {steps} {unit}s ({sampled} sampled), {} bars, {} notes, EOS: {}, {:.2} s, {:.3} ms per {unit}",
@@ -338,7 +342,7 @@ fn generate_remi(out: PathBuf, settings: GenerationSettings, scale: f32, top_p: 
     let primed = generator.tokens().len();
     let grid = generator.run_to_end();
     let seconds = start.elapsed().as_secs_f64();
-    write_song(&out, &grid, generator.tokens().len(), generator.tokens().len() - primed, generator.finish(), seconds, "token")
+    write_song(&out, &grid, generator.tokens().len(), generator.tokens().len() - primed, generator.finish(), seconds, "token", false)
 }
 
 fn generate(
@@ -347,6 +351,7 @@ fn generate(
     weights: Option<PathBuf>,
     prime: Option<PathBuf>,
     prime_bars: Option<u32>,
+    hands: bool,
     precision: Precision,
     device: DeviceKind,
 ) -> Result<()> {
@@ -373,7 +378,7 @@ fn generate(
     if let Some(e) = generator.error() {
         anyhow::bail!("the model failed after {} words: {e}", generator.words().len());
     }
-    write_song(&out, &grid, generator.words().len(), generator.words().len() - primed, generator.finish(), seconds, "word")
+    write_song(&out, &grid, generator.words().len(), generator.words().len() - primed, generator.finish(), seconds, "word", hands)
 }
 
 fn bench(words: usize, weights: Option<PathBuf>, no_training: bool, training_only: bool) -> Result<()> {
@@ -485,7 +490,7 @@ fn density(text: &str) -> std::result::Result<f32, String> {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Generate { out, model, seed, weights, max_words, max_bars, min_bars, temperature, top_p, prime, prime_bars, key, chords, chords_loop, density, precision, device } => {
+        Command::Generate { out, model, seed, weights, max_words, max_bars, min_bars, temperature, top_p, prime, prime_bars, key, chords, chords_loop, hands, density, precision, device } => {
             if model == ModelKind::RemiXl && (chords.is_some() || prime_bars.is_some() || density != 0.0) {
                 anyhow::bail!("--chords, --prime-bars and --density steer the CP model; the REMI-XL baseline takes none of them");
             }
@@ -502,7 +507,7 @@ fn run(cli: Cli) -> Result<()> {
                 density,
             };
             match model {
-                ModelKind::Cp => generate(out, settings, weights, prime, prime_bars, precision, device),
+                ModelKind::Cp => generate(out, settings, weights, prime, prime_bars, hands, precision, device),
                 ModelKind::RemiXl => generate_remi(out, settings, temperature, top_p, weights, prime, precision),
             }
         }

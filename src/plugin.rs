@@ -119,6 +119,9 @@ pub struct CpPianoParams {
     /// MIDI channel of the output notes (1..=16).
     #[id = "channel"]
     pub channel: IntParam,
+    /// 0: both hands on `channel`; 1..=16: the left hand (notes below middle C) on this one.
+    #[id = "left_channel"]
+    pub left_channel: IntParam,
     #[id = "follow"]
     pub follow_transport: BoolParam,
     /// Sound the notes with the built-in preview voice (for hosts that cannot route MIDI).
@@ -147,6 +150,9 @@ impl Default for CpPianoParams {
             density: FloatParam::new("Density", 0.0, FloatRange::Linear { min: -1.0, max: 1.0 }).with_step_size(0.05),
             start_bar: IntParam::new("Start bar", 1, IntRange::Linear { min: 1, max: 999 }),
             channel: IntParam::new("MIDI channel", 1, IntRange::Linear { min: 1, max: 16 }),
+            left_channel: IntParam::new("Left hand channel", 0, IntRange::Linear { min: 0, max: 16 })
+                .with_value_to_string(Arc::new(|v| if v == 0 { "Same".to_string() } else { v.to_string() }))
+                .with_string_to_value(Arc::new(|s| if s.trim().eq_ignore_ascii_case("same") { Some(0) } else { s.trim().parse().ok() })),
             follow_transport: BoolParam::new("Follow transport", true),
             preview: BoolParam::new("Preview voice", false),
             song: SavedSong::default(),
@@ -345,6 +351,11 @@ impl CpPiano {
             velocity_scale: self.params.velocity_scale.value(),
             follow_transport: self.params.follow_transport.value(),
             channel: (self.params.channel.value() - 1).clamp(0, 15) as u8,
+            left_hand: match self.params.left_channel.value() {
+                0 => None,
+                c => Some((c - 1).clamp(0, 15) as u8),
+            },
+            split_pitch: crate::music::song::HAND_SPLIT,
         };
         let block_events = &mut self.block_events;
         block_events.clear();

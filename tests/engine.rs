@@ -33,7 +33,7 @@ fn loaded(notes: &[Note], end: Option<f64>) -> Engine {
     engine
 }
 
-const SETTINGS: PlaySettings = PlaySettings { start_beat: 4.0, velocity_scale: 1.0, follow_transport: true, channel: 0 };
+const SETTINGS: PlaySettings = PlaySettings { start_beat: 4.0, velocity_scale: 1.0, follow_transport: true, channel: 0, left_hand: None, split_pitch: 60 };
 
 /// Plays blocks of `block` samples at a constant tempo from host beat 0 for `seconds`; returns
 /// (global sample, event).

@@ -1,6 +1,6 @@
 //! Property test of the audio-thread engine over 10,000 random transport scripts: play, stop,
 //! seek back and forward, loops the host splits and loops it does not, tempo changes,
-//! deactivation, channel and start-bar changes, block sizes 1 to 16,384, rates 8 to 192 kHz, the
+//! deactivation, channel, left-hand channel and start-bar changes, block sizes 1 to 16,384, rates 8 to 192 kHz, the
 //! worker ahead or behind. Every script checks that events are in sample order within each
 //! block, offsets lie inside the block, every note-on ends exactly once on its own channel, and
 //! no note starts while the same pitch sounds on its channel. With the worker ahead, the same
@@ -22,7 +22,7 @@ fn song(rng: &mut Rng, count: usize, beats: f64) -> Vec<Note> {
                 2 => 0.25 * (1 + rng.next_u64() % 8) as f64,
                 _ => rng.uniform() * 8.0,
             };
-            Note { start, duration, pitch: 60 + (rng.next_u64() % 8) as u8, velocity: 1 + (rng.next_u64() % 127) as u8 }
+            Note { start, duration, pitch: 56 + (rng.next_u64() % 10) as u8, velocity: 1 + (rng.next_u64() % 127) as u8 }
         })
         .collect();
     notes.sort_by(|a, b| a.start.total_cmp(&b.start));
@@ -41,6 +41,8 @@ enum Step {
     /// The host deactivates and reactivates.
     Suspend,
     Channel(u8),
+    /// The left hand (below middle C) on a channel of its own, or not.
+    LeftHand(Option<u8>),
     StartBeat(f64),
 }
 
@@ -62,7 +64,7 @@ fn script(rng: &mut Rng) -> Script {
     for _ in 0..1 + rng.next_u64() % 6 {
         let tempo = 40.0 + rng.uniform() * 200.0;
         let samples = block as u64 * (5 + rng.next_u64() % 60);
-        let step = match rng.next_u64() % 9 {
+        let step = match rng.next_u64() % 10 {
             0 | 1 | 2 => {
                 let position = rng.uniform() * beats;
                 let loop_range = (rng.next_u64() % 2 == 0).then(|| {
@@ -75,6 +77,7 @@ fn script(rng: &mut Rng) -> Script {
             5 => Step::Stop,
             6 => Step::Suspend,
             7 => Step::Channel((rng.next_u64() % 16) as u8),
+            8 => Step::LeftHand((rng.next_u64() % 2 == 0).then(|| (rng.next_u64() % 16) as u8)),
             _ => Step::StartBeat((rng.next_u64() % 3) as f64 * 4.0),
         };
         steps.push(step);
@@ -109,7 +112,7 @@ fn run(s: &Script, rng: &mut Rng, split: bool, behind: bool) -> Run {
     if !behind {
         feed_all(&mut engine, &mut fed);
     }
-    let mut settings = PlaySettings { start_beat: 0.0, velocity_scale: 1.0, follow_transport: true, channel: 0 };
+    let mut settings = PlaySettings { start_beat: 0.0, velocity_scale: 1.0, follow_transport: true, channel: 0, left_hand: None, split_pitch: 60 };
     let mut out = Run::default();
     let mut sounding: Vec<(u8, u8)> = Vec::new();
     let mut abs = 0u64;
@@ -165,6 +168,10 @@ fn run(s: &Script, rng: &mut Rng, split: bool, behind: bool) -> Run {
             }
             Step::Channel(c) => {
                 settings.channel = c;
+                continue;
+            }
+            Step::LeftHand(l) => {
+                settings.left_hand = l;
                 continue;
             }
             Step::StartBeat(b) => {

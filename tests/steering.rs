@@ -124,3 +124,28 @@ fn density_moves_notes_per_bar_and_leaves_song_endings_alone() {
     assert!(rows[0].0 <= 0.7 * rows[2].0 && rows[4].0 >= 1.3 * rows[2].0, "at least 30 % each way: {rows:?}");
     assert!(rows.iter().all(|r| (r.1 - rows[2].1).abs() <= 0.05), "EOS rates within 5 points: {rows:?}");
 }
+
+#[test]
+fn two_hands_put_every_note_on_exactly_one_of_two_channels() {
+    use midly::{MidiMessage, Smf, TrackEventKind};
+    let model = tiny_model(6);
+    let settings = GenerationSettings { seed: 4, min_bars: 9, max_bars: Some(8), ..Default::default() };
+    let song = Generator::new(&model, settings).run_to_end().to_song();
+    let bytes = cp_piano::midi::export::export_hands(&song);
+    let smf = Smf::parse(&bytes).unwrap();
+    assert_eq!(smf.tracks.len(), 2, "a right-hand and a left-hand track");
+    let mut heard: Vec<(u8, u8)> = Vec::new();
+    for (t, track) in smf.tracks.iter().enumerate() {
+        for e in track {
+            if let TrackEventKind::Midi { channel, message: MidiMessage::NoteOn { key, vel } } = e.kind {
+                if vel.as_int() > 0 {
+                    assert_eq!(channel.as_int() as usize, t, "each hand on its own channel");
+                    heard.push((key.as_int(), channel.as_int()));
+                }
+            }
+        }
+    }
+    assert_eq!(heard.len(), song.notes.len(), "every note once");
+    assert!(heard.iter().all(|&(p, c)| (c == 1) == cp_piano::music::song::is_left_hand(p)));
+    assert!(heard.iter().any(|h| h.1 == 0) && heard.iter().any(|h| h.1 == 1), "both hands play");
+}

@@ -14,6 +14,14 @@ pub const BEATS_PER_BAR: u32 = 4;
 pub const TICKS_PER_BAR: u32 = TICKS_PER_BEAT * BEATS_PER_BAR;
 /// Positions (16th notes) per bar.
 pub const POSITIONS_PER_BAR: u32 = 16;
+/// The pitch that splits the two hands: notes below middle C are the left hand's (`--hands`,
+/// the plugin's left-hand channel).
+pub const HAND_SPLIT: u8 = 60;
+
+/// Whether a note of this pitch is played by the left hand (a fixed split at `HAND_SPLIT`).
+pub fn is_left_hand(pitch: u8) -> bool {
+    pitch < HAND_SPLIT
+}
 /// Ticks per position (one 16th note).
 pub const TICKS_PER_POSITION: u32 = TICKS_PER_BAR / POSITIONS_PER_BAR;
 

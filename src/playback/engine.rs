@@ -11,7 +11,7 @@
 //! host's tempo and position of each block. Within a block, events go out in sample order (a
 //! note-off before a note-on at the same sample), and an event lands on the sample nearest its
 //! beat whatever the host's block size, so a song's events are the same at every block size.
-//! Each note ends on the channel it started on. Stop, loop, seek and deactivation end every
+//! Each note ends on the channel it started on (the left hand may have a channel of its own). Stop, loop, seek and deactivation end every
 //! sounding note; after a seek the same song plays on from the new position. A loop range the
 //! host reports is followed inside a block (the host need not split it at the loop end). When
 //! the worker has not yet produced the music under the playhead, the engine waits (and says so)
@@ -85,6 +85,9 @@ pub struct PlaySettings {
     pub follow_transport: bool,
     /// MIDI channel (0..16) of the notes that start from now on.
     pub channel: u8,
+    /// Two hands on two channels: notes below `split_pitch` start on this channel instead.
+    pub left_hand: Option<u8>,
+    pub split_pitch: u8,
 }
 
 /// What the engine is doing.
@@ -363,7 +366,10 @@ impl Engine {
     }
 
     fn start_note(&mut self, n: Note, offset: u32, settings: PlaySettings, out: &mut impl FnMut(NoteOut)) {
-        let channel = settings.channel.min(15);
+        let channel = match settings.left_hand {
+            Some(left) if n.pitch < settings.split_pitch => left.min(15),
+            _ => settings.channel.min(15),
+        };
         // The same key struck again on its channel ends the note that still sounds.
         if let Some(k) = self.sounding.iter().position(|s| s.pitch == n.pitch && s.channel == channel) {
             self.end_note(k, offset, out);
