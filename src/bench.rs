@@ -9,7 +9,6 @@ use std::time::Instant;
 use anyhow::Result;
 use candle_core::{Device, Tensor};
 
-use crate::tokens::cp::{Family, Word, TYPE_EOS};
 use crate::model::config::Config;
 use crate::model::cp_rnn::CpRnn;
 use crate::model::cpu::Precision;
@@ -18,32 +17,18 @@ use crate::model::init::Rng;
 use crate::model::remi_xl::XlConfig;
 use crate::model::remi_xl_stream::RemiXlStream;
 use crate::model::Trainable;
-use crate::generate::sampling::{sample, SamplingSettings, Scratch};
+use crate::generate::sampling::{sample, Scratch};
+use crate::generate::{GenerationSettings, Generator};
 
-/// Milliseconds per word over `words` sampled words (EOS is not allowed to end it early).
+/// Milliseconds per word over `words` words sampled by the real generator (EOS is held back so
+/// the song runs the whole length).
 pub fn generation_ms_per_word(rnn: &CpRnn, words: usize, seed: u64) -> f64 {
-    let settings = SamplingSettings::default();
-    let mut state = rnn.new_state();
-    let mut rng = Rng::new(seed);
-    let mut scratch = Scratch::with_capacity(256);
-    let mut type_logits = vec![0f32; 3];
-    let mut logits = rnn.logit_buffers();
-    let mut word = Word::BAR;
+    let settings = GenerationSettings { seed, max_words: words + 1, min_bars: u32::MAX, ..GenerationSettings::default() };
+    let mut generator = Generator::new(rnn, settings);
     let start = Instant::now();
-    for _ in 0..words {
-        rnn.step(&mut state, word);
-        rnn.type_logits(&state, &mut type_logits);
-        type_logits[TYPE_EOS as usize] = f32::NEG_INFINITY;
-        let ty = sample(&mut type_logits, settings.families[Family::Type.index()], &mut rng, &mut scratch) as u16;
-        rnn.family_logits(&mut state, ty, &mut logits);
-        let mut next = [0u16; 7];
-        next[Family::Type.index()] = ty;
-        for f in Family::ALL.into_iter().filter(|&f| f != Family::Type) {
-            next[f.index()] = sample(&mut logits[f.index()], settings.families[f.index()], &mut rng, &mut scratch) as u16;
-        }
-        word = Word(next);
-    }
-    start.elapsed().as_secs_f64() * 1000.0 / words as f64
+    generator.run_to_end();
+    let sampled = generator.words().len().saturating_sub(1).max(1);
+    start.elapsed().as_secs_f64() * 1000.0 / sampled as f64
 }
 
 /// GFLOP/s of an f32 (m x k) @ (k x n) product on all threads (the GEMM of the fused training

@@ -86,6 +86,28 @@ pub enum Chord {
     Chord { root: u8, quality: Quality },
 }
 
+/// A pitch-class name at the start of `text` (C..B, then # or b): the pitch class and the rest.
+pub fn parse_root(text: &str) -> Option<(u8, &str)> {
+    let mut chars = text.chars();
+    let natural: i32 = match chars.next()?.to_ascii_uppercase() {
+        'C' => 0,
+        'D' => 2,
+        'E' => 4,
+        'F' => 5,
+        'G' => 7,
+        'A' => 9,
+        'B' => 11,
+        _ => return None,
+    };
+    let rest = chars.as_str();
+    let (shift, rest) = match (rest.strip_prefix('#'), rest.strip_prefix('b')) {
+        (Some(r), _) => (1, r),
+        (None, Some(r)) => (-1, r),
+        _ => (0, rest),
+    };
+    Some(((natural + shift).rem_euclid(12) as u8, rest))
+}
+
 impl std::str::FromStr for Chord {
     type Err = String;
 
@@ -97,27 +119,7 @@ impl std::str::FromStr for Chord {
         if t == "N" || t == "N_N" {
             return Ok(Chord::NoChord);
         }
-        let mut chars = t.chars();
-        let letter = chars.next().ok_or("an empty chord")?;
-        let natural = match letter.to_ascii_uppercase() {
-            'C' => 0,
-            'D' => 2,
-            'E' => 4,
-            'F' => 5,
-            'G' => 7,
-            'A' => 9,
-            'B' => 11,
-            _ => return Err(format!("{t:?}: a chord starts with its root, A to G")),
-        };
-        let mut rest = chars.as_str();
-        let mut root = natural as i32;
-        if let Some(r) = rest.strip_prefix('#') {
-            root += 1;
-            rest = r;
-        } else if let Some(r) = rest.strip_prefix('b') {
-            root -= 1;
-            rest = r;
-        }
+        let (root, rest) = parse_root(t).ok_or_else(|| format!("{t:?}: a chord starts with its root, A to G"))?;
         let quality = match rest.trim_start_matches('_') {
             "" | "M" | "maj" => Quality::Major,
             "m" | "min" => Quality::Minor,
@@ -132,7 +134,7 @@ impl std::str::FromStr for Chord {
             "sus4" => Quality::Sus4,
             q => return Err(format!("{t:?}: unknown chord quality {q:?} (M, m, o, +, 7, M7, m7, o7, m7b5, sus2 or sus4)")),
         };
-        Ok(Chord::Chord { root: root.rem_euclid(12) as u8, quality })
+        Ok(Chord::Chord { root, quality })
     }
 }
 

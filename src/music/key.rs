@@ -44,32 +44,13 @@ impl FromStr for Key {
     fn from_str(s: &str) -> Result<Key, String> {
         let text = s.trim();
         let bad = || format!("unknown key {s:?} (examples: C, F#, Bb, Am, C#m, \"E minor\")");
-        let mut chars = text.chars();
-        let letter = chars.next().ok_or_else(bad)?.to_ascii_uppercase();
-        let base: i32 = match letter {
-            'C' => 0,
-            'D' => 2,
-            'E' => 4,
-            'F' => 5,
-            'G' => 7,
-            'A' => 9,
-            'B' => 11,
-            _ => return Err(bad()),
-        };
-        let rest: String = chars.collect();
-        let (shift, rest) = if let Some(r) = rest.strip_prefix('#') {
-            (1, r)
-        } else if let Some(r) = rest.strip_prefix('b') {
-            (-1, r)
-        } else {
-            (0, rest.as_str())
-        };
+        let (tonic, rest) = crate::music::chord::parse_root(text).ok_or_else(bad)?;
         let minor = match rest.trim().to_ascii_lowercase().as_str() {
             "" | "maj" | "major" => false,
             "m" | "min" | "minor" => true,
             _ => return Err(bad()),
         };
-        Ok(Key { tonic: (base + shift).rem_euclid(12) as u8, minor })
+        Ok(Key { tonic, minor })
     }
 }
 
