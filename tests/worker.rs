@@ -87,3 +87,29 @@ fn a_missing_weights_folder_is_an_error_status_not_a_crash() {
     worker.commands.send(Command::Generate(GenerationSettings::default())).unwrap();
     drop(worker);
 }
+
+#[test]
+fn a_regenerate_while_the_model_loads_and_a_state_load_are_both_acted_on() {
+    let (producer, _consumer) = rtrb::RingBuffer::new(1 << 16);
+    let shared = Arc::new(Shared::default());
+    let kept: Arc<Mutex<Vec<StoredSong>>> = Arc::default();
+    let sink = kept.clone();
+    let loads = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let saved: Arc<Mutex<String>> = Arc::default();
+    let (l, s) = (loads.clone(), saved.clone());
+    let hooks = Hooks {
+        keep: Box::new(move |song: &StoredSong| sink.lock().unwrap().push(song.clone())),
+        state_loads: Box::new(move || l.load(Ordering::Acquire)),
+        saved_song: Box::new(move || s.lock().unwrap().clone()),
+        ..Hooks::stateless(|| GenerationSettings { seed: 3, max_bars: Some(4), ..Default::default() })
+    };
+    let worker = spawn(ModelSource::Shipped, shared.clone(), producer, hooks);
+    // Pressed at once, while the model is still loading: not lost.
+    shared.regenerate_requests.fetch_add(1, Ordering::Relaxed);
+    wait_for("the regenerated song", || kept.lock().unwrap().len() == 1);
+    // A state holding a broken song is loaded: the worker notices and writes a new song.
+    *saved.lock().unwrap() = "{ not a song".into();
+    loads.fetch_add(1, Ordering::AcqRel);
+    wait_for("the song for the loaded state", || kept.lock().unwrap().len() == 2);
+    drop(worker);
+}

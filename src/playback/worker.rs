@@ -208,9 +208,12 @@ impl Hooks {
 pub fn spawn(source: ModelSource, shared: Arc<Shared>, ring: rtrb::Producer<SongEvent>, hooks: Hooks) -> Worker {
     let (commands, receiver) = crossbeam_channel::unbounded();
     let thread_shared = shared.clone();
+    // What counts as new is fixed here, before the thread starts, so a Regenerate pressed while
+    // the model loads (or before the thread runs) is not lost.
+    let seen = Seen { requests: shared.regenerate_requests.load(Ordering::Relaxed), loads: (hooks.state_loads)() };
     let thread = std::thread::Builder::new()
         .name("cp-piano-worker".into())
-        .spawn(move || run(source, ring, receiver, thread_shared, hooks))
+        .spawn(move || run(source, ring, receiver, thread_shared, hooks, seen))
         .expect("spawning the worker thread");
     Worker { commands, shared, thread: Some(thread) }
 }
@@ -259,10 +262,14 @@ fn news(shared: &Shared, hooks: &Hooks, seen_requests: &mut u32, seen_loads: &mu
     None
 }
 
-fn run(source: ModelSource, mut ring: rtrb::Producer<SongEvent>, receiver: Receiver<Command>, shared: Arc<Shared>, hooks: Hooks) {
-    // Read before the model loads, so a Regenerate pressed while it loads is not lost.
-    let mut seen_requests = shared.regenerate_requests.load(Ordering::Relaxed);
-    let mut seen_loads = (hooks.state_loads)();
+/// The regeneration requests and state loads the worker has acted on.
+struct Seen {
+    requests: u32,
+    loads: u64,
+}
+
+fn run(source: ModelSource, mut ring: rtrb::Producer<SongEvent>, receiver: Receiver<Command>, shared: Arc<Shared>, hooks: Hooks, seen: Seen) {
+    let (mut seen_requests, mut seen_loads) = (seen.requests, seen.loads);
     shared.status.store(Status::Loading as u8, Ordering::Relaxed);
     let model = match load(&source) {
         Ok(m) => Some(m),
