@@ -82,32 +82,43 @@ pub enum Finish {
     Failed,
 }
 
+/// Why a model could not give the next word.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The device (a CUDA GPU) failed.
+    #[error("{0}")]
+    Device(#[from] candle_core::Error),
+    /// A state made by another model was passed in.
+    #[error("a state of another model")]
+    ForeignState,
+}
+
 /// A CP model generation can drive word by word.
 pub trait WordModel {
     type State;
-    fn new_state(&self) -> Result<Self::State, String>;
+    fn new_state(&self) -> Result<Self::State, ModelError>;
     /// Feeds one word; afterwards the state predicts the next word.
-    fn step(&self, state: &mut Self::State, word: Word) -> Result<(), String>;
+    fn step(&self, state: &mut Self::State, word: Word) -> Result<(), ModelError>;
     /// Type logits of the next word into `out` (3 values).
-    fn type_logits(&self, state: &Self::State, out: &mut [f32]) -> Result<(), String>;
+    fn type_logits(&self, state: &Self::State, out: &mut [f32]) -> Result<(), ModelError>;
     /// Logits of the other six families given the next word's type (family order).
-    fn family_logits(&self, state: &mut Self::State, word_type: u16, out: &mut [Vec<f32>; FAMILIES]) -> Result<(), String>;
+    fn family_logits(&self, state: &mut Self::State, word_type: u16, out: &mut [Vec<f32>; FAMILIES]) -> Result<(), ModelError>;
 }
 
 impl WordModel for CpRnn {
     type State = RnnState;
-    fn new_state(&self) -> Result<RnnState, String> {
+    fn new_state(&self) -> Result<RnnState, ModelError> {
         Ok(CpRnn::new_state(self))
     }
-    fn step(&self, state: &mut RnnState, word: Word) -> Result<(), String> {
+    fn step(&self, state: &mut RnnState, word: Word) -> Result<(), ModelError> {
         CpRnn::step(self, state, word);
         Ok(())
     }
-    fn type_logits(&self, state: &RnnState, out: &mut [f32]) -> Result<(), String> {
+    fn type_logits(&self, state: &RnnState, out: &mut [f32]) -> Result<(), ModelError> {
         CpRnn::type_logits(self, state, out);
         Ok(())
     }
-    fn family_logits(&self, state: &mut RnnState, word_type: u16, out: &mut [Vec<f32>; FAMILIES]) -> Result<(), String> {
+    fn family_logits(&self, state: &mut RnnState, word_type: u16, out: &mut [Vec<f32>; FAMILIES]) -> Result<(), ModelError> {
         CpRnn::family_logits(self, state, word_type, out);
         Ok(())
     }
@@ -115,17 +126,17 @@ impl WordModel for CpRnn {
 
 impl WordModel for CpTransformer {
     type State = DeviceState;
-    fn new_state(&self) -> Result<DeviceState, String> {
-        CpTransformer::new_state(self).map_err(|e| e.to_string())
+    fn new_state(&self) -> Result<DeviceState, ModelError> {
+        Ok(CpTransformer::new_state(self)?)
     }
-    fn step(&self, state: &mut DeviceState, word: Word) -> Result<(), String> {
-        CpTransformer::step(self, state, word).map_err(|e| e.to_string())
+    fn step(&self, state: &mut DeviceState, word: Word) -> Result<(), ModelError> {
+        Ok(CpTransformer::step(self, state, word)?)
     }
-    fn type_logits(&self, state: &DeviceState, out: &mut [f32]) -> Result<(), String> {
-        self.step_type_logits(state, out).map_err(|e| e.to_string())
+    fn type_logits(&self, state: &DeviceState, out: &mut [f32]) -> Result<(), ModelError> {
+        Ok(self.step_type_logits(state, out)?)
     }
-    fn family_logits(&self, state: &mut DeviceState, word_type: u16, out: &mut [Vec<f32>; FAMILIES]) -> Result<(), String> {
-        self.step_family_logits(state, word_type, out).map_err(|e| e.to_string())
+    fn family_logits(&self, state: &mut DeviceState, word_type: u16, out: &mut [Vec<f32>; FAMILIES]) -> Result<(), ModelError> {
+        Ok(self.step_family_logits(state, word_type, out)?)
     }
 }
 
@@ -165,31 +176,31 @@ impl Inference {
 
 impl WordModel for Inference {
     type State = InferenceState;
-    fn new_state(&self) -> Result<InferenceState, String> {
+    fn new_state(&self) -> Result<InferenceState, ModelError> {
         match self {
             Inference::Cpu(m) => WordModel::new_state(m).map(InferenceState::Cpu),
             Inference::Device(m) => WordModel::new_state(m).map(InferenceState::Device),
         }
     }
-    fn step(&self, state: &mut InferenceState, word: Word) -> Result<(), String> {
+    fn step(&self, state: &mut InferenceState, word: Word) -> Result<(), ModelError> {
         match (self, state) {
             (Inference::Cpu(m), InferenceState::Cpu(s)) => WordModel::step(m, s, word),
             (Inference::Device(m), InferenceState::Device(s)) => WordModel::step(m, s, word),
-            _ => Err("a state of another model".into()),
+            _ => Err(ModelError::ForeignState),
         }
     }
-    fn type_logits(&self, state: &InferenceState, out: &mut [f32]) -> Result<(), String> {
+    fn type_logits(&self, state: &InferenceState, out: &mut [f32]) -> Result<(), ModelError> {
         match (self, state) {
             (Inference::Cpu(m), InferenceState::Cpu(s)) => WordModel::type_logits(m, s, out),
             (Inference::Device(m), InferenceState::Device(s)) => WordModel::type_logits(m, s, out),
-            _ => Err("a state of another model".into()),
+            _ => Err(ModelError::ForeignState),
         }
     }
-    fn family_logits(&self, state: &mut InferenceState, word_type: u16, out: &mut [Vec<f32>; FAMILIES]) -> Result<(), String> {
+    fn family_logits(&self, state: &mut InferenceState, word_type: u16, out: &mut [Vec<f32>; FAMILIES]) -> Result<(), ModelError> {
         match (self, state) {
             (Inference::Cpu(m), InferenceState::Cpu(s)) => WordModel::family_logits(m, s, word_type, out),
             (Inference::Device(m), InferenceState::Device(s)) => WordModel::family_logits(m, s, word_type, out),
-            _ => Err("a state of another model".into()),
+            _ => Err(ModelError::ForeignState),
         }
     }
 }
@@ -240,7 +251,7 @@ pub struct Generator<'m, M: WordModel = CpRnn> {
     /// The last Metrical position written in the current bar (16ths from the start).
     position: Option<u32>,
     finish: Option<Finish>,
-    error: Option<String>,
+    error: Option<ModelError>,
 }
 
 impl<'m> Generator<'m, CpRnn> {
@@ -258,7 +269,7 @@ impl<'m> Generator<'m, CpRnn> {
 
 impl<'m, M: WordModel> Generator<'m, M> {
     /// Starts a song that continues `prime` on any model; fails if the model cannot make a state.
-    pub fn try_with_prime(model: &'m M, settings: GenerationSettings, prime: &[Word]) -> Result<Generator<'m, M>, String> {
+    pub fn try_with_prime(model: &'m M, settings: GenerationSettings, prime: &[Word]) -> Result<Generator<'m, M>, ModelError> {
         let mut words: Vec<Word> = prime.iter().copied().take_while(|w| w.get(Family::Type) != TYPE_EOS).collect();
         if words.is_empty() {
             words.push(Word::BAR);
@@ -293,8 +304,8 @@ impl<'m, M: WordModel> Generator<'m, M> {
     }
 
     /// Why the model failed, when `finish` is `Failed`.
-    pub fn error(&self) -> Option<&str> {
-        self.error.as_deref()
+    pub fn error(&self) -> Option<&ModelError> {
+        self.error.as_ref()
     }
 
     /// Appends a word to the song and decodes it.
@@ -373,7 +384,7 @@ impl<'m, M: WordModel> Generator<'m, M> {
         sample(logits, how, &mut self.rng, &mut self.scratch) as u16
     }
 
-    fn sample_word(&mut self) -> Result<Word, String> {
+    fn sample_word(&mut self) -> Result<Word, ModelError> {
         self.model.type_logits(&self.state, &mut self.type_logits)?;
         let how = self.settings.sampling.families[Family::Type.index()];
         // EOS is drawn at the model's own probability (at the type temperature), outside the

@@ -252,17 +252,17 @@ struct FixedModel;
 
 impl cp_piano::generate::WordModel for FixedModel {
     type State = ();
-    fn new_state(&self) -> Result<(), String> {
+    fn new_state(&self) -> Result<(), cp_piano::generate::ModelError> {
         Ok(())
     }
-    fn step(&self, _: &mut (), _: cp_piano::tokens::cp::Word) -> Result<(), String> {
+    fn step(&self, _: &mut (), _: cp_piano::tokens::cp::Word) -> Result<(), cp_piano::generate::ModelError> {
         Ok(())
     }
-    fn type_logits(&self, _: &(), out: &mut [f32]) -> Result<(), String> {
+    fn type_logits(&self, _: &(), out: &mut [f32]) -> Result<(), cp_piano::generate::ModelError> {
         out.copy_from_slice(&[0.04f32.ln(), 0.92f32.ln(), 0.04f32.ln()]);
         Ok(())
     }
-    fn family_logits(&self, _: &mut (), _: u16, out: &mut [Vec<f32>; cp_piano::tokens::cp::FAMILIES]) -> Result<(), String> {
+    fn family_logits(&self, _: &mut (), _: u16, out: &mut [Vec<f32>; cp_piano::tokens::cp::FAMILIES]) -> Result<(), cp_piano::generate::ModelError> {
         for (f, logits) in out.iter_mut().enumerate() {
             logits.iter_mut().for_each(|l| *l = 0.0);
             if f == Family::BarBeat.index() {
