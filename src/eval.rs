@@ -27,7 +27,7 @@ use crate::model::cpu::Precision;
 use crate::model::remi_xl_stream::RemiXlStream;
 use crate::model::Trainable;
 use plot::{Rgb, BLUE, GREEN, RED};
-use crate::generate::remi::{RemiGenerator, SEED_MAX_TOKENS, SEED_SAMPLING};
+use crate::generate::remi::{RemiGenerator, RemiSettings};
 use crate::midi::pop909;
 use crate::tokens::cp;
 
@@ -155,9 +155,9 @@ pub fn generate_cp(model: &CpRnn, n: usize, settings: &GenerationSettings, progr
 }
 
 /// Generates songs with seeds 0..n from the REMI-XL model with the seed's sampling.
-pub fn generate_remi(model: &RemiXlStream, n: usize, settings: &GenerationSettings, progress: bool) -> Vec<SongResult> {
+pub fn generate_remi(model: &RemiXlStream, n: usize, settings: &RemiSettings, progress: bool) -> Vec<SongResult> {
     generate_songs(n, "REMI-XL songs", progress, |seed| {
-        let mut generator = RemiGenerator::with_prime(model, GenerationSettings { seed, ..settings.clone() }, SEED_SAMPLING, &[]);
+        let mut generator = RemiGenerator::with_prime(model, RemiSettings { seed, ..settings.clone() }, &[]);
         let grid = generator.run_to_end();
         (grid, generator.tokens().len(), generator.finish())
     })
@@ -213,7 +213,7 @@ pub fn compare(o: &CompareOptions) -> Result<String> {
     let remi_model = RemiXlStream::from_tensors(&o.remi_xl.xl_config()?, &o.remi_xl.tensors, Precision::Int8)?;
     let base = GenerationSettings { min_bars: o.min_bars, ..GenerationSettings::default() };
     let cp_songs = generate_cp(&cp_model, o.songs, &base, o.progress);
-    let remi_songs = generate_remi(&remi_model, o.songs, &GenerationSettings { max_words: SEED_MAX_TOKENS, ..base.clone() }, o.progress);
+    let remi_songs = generate_remi(&remi_model, o.songs, &RemiSettings { min_bars: o.min_bars, ..RemiSettings::default() }, o.progress);
     let mut groups = vec![
         Group { name: "CP + linear transformer".into(), unit: "word", songs: cp_songs, parameters: Some(count(&o.cp)), validation_loss: None },
         Group { name: "REMI + Transformer-XL".into(), unit: "token", songs: remi_songs, parameters: Some(count(&o.remi_xl)), validation_loss: None },

@@ -17,7 +17,7 @@ use cp_piano::tokens::round_trip::RoundTrip;
 use cp_piano::generate::{Finish, GenerationSettings, Generator, Inference};
 use cp_piano::model::cpu::Precision;
 use cp_piano::model::ModelKind;
-use cp_piano::generate::remi::{RemiGenerator, SEED_MAX_TOKENS, SEED_SAMPLING};
+use cp_piano::generate::remi::{RemiGenerator, RemiSettings, SEED_MAX_TOKENS, SEED_SAMPLING};
 use cp_piano::generate::sampling::SamplingSettings;
 use cp_piano::tokens::{cp, remi};
 
@@ -324,7 +324,7 @@ fn write_song(out: &PathBuf, grid: &Grid, steps: usize, sampled: usize, finish: 
     Ok(())
 }
 
-fn generate_remi(out: PathBuf, settings: GenerationSettings, scale: f32, top_p: Option<f32>, weights: Option<PathBuf>, prime: Option<PathBuf>, precision: Precision) -> Result<()> {
+fn generate_remi(out: PathBuf, settings: RemiSettings, weights: Option<PathBuf>, prime: Option<PathBuf>, precision: Precision) -> Result<()> {
     let model = cp_piano::model::weights::load_remi_xl_stream(weights.as_deref(), shipped_remi_xl(), precision)?;
     let prime_tokens = match &prime {
         Some(path) => {
@@ -333,12 +333,8 @@ fn generate_remi(out: PathBuf, settings: GenerationSettings, scale: f32, top_p: 
         }
         None => vec![remi::BAR],
     };
-    let sampling = cp_piano::generate::sampling::FamilySampling {
-        temperature: SEED_SAMPLING.temperature * scale.max(1e-3),
-        top_p: top_p.map(|p| p.clamp(0.0, 1.0)).or(SEED_SAMPLING.top_p),
-    };
     let start = Instant::now();
-    let mut generator = RemiGenerator::with_prime(&model, settings, sampling, &prime_tokens);
+    let mut generator = RemiGenerator::with_prime(&model, settings, &prime_tokens);
     let primed = generator.tokens().len();
     let grid = generator.run_to_end();
     let seconds = start.elapsed().as_secs_f64();
@@ -494,11 +490,25 @@ fn run(cli: Cli) -> Result<()> {
             if model == ModelKind::RemiXl && (chords.is_some() || prime_bars.is_some() || density != 0.0) {
                 anyhow::bail!("--chords, --prime-bars and --density steer the CP model; the REMI-XL baseline takes none of them");
             }
-            let default_cap = if model == ModelKind::Cp { GenerationSettings::default().max_words } else { SEED_MAX_TOKENS };
+            if model == ModelKind::RemiXl {
+                // The baseline's own settings: one sampling for every token, a cap in tokens.
+                let settings = RemiSettings {
+                    seed,
+                    sampling: cp_piano::generate::sampling::FamilySampling {
+                        temperature: SEED_SAMPLING.temperature * temperature.max(1e-3),
+                        top_p: top_p.map(|p| p.clamp(0.0, 1.0)).or(SEED_SAMPLING.top_p),
+                    },
+                    max_tokens: max_words.unwrap_or(SEED_MAX_TOKENS),
+                    max_bars,
+                    min_bars,
+                    key,
+                };
+                return generate_remi(out, settings, weights, prime, precision);
+            }
             let settings = GenerationSettings {
                 seed,
                 sampling: SamplingSettings::default().adjusted(temperature, top_p),
-                max_words: max_words.unwrap_or(default_cap),
+                max_words: max_words.unwrap_or(GenerationSettings::default().max_words),
                 max_bars,
                 min_bars,
                 key,
@@ -506,10 +516,7 @@ fn run(cli: Cli) -> Result<()> {
                 chords_loop,
                 density,
             };
-            match model {
-                ModelKind::Cp => generate(out, settings, weights, prime, prime_bars, hands, precision, device),
-                ModelKind::RemiXl => generate_remi(out, settings, temperature, top_p, weights, prime, precision),
-            }
+            generate(out, settings, weights, prime, prime_bars, hands, precision, device)
         }
         Command::Bench { words, weights, no_training, training_only } => bench(words, weights, no_training, training_only),
         Command::Eval { midi, songs, pop909, cp_weights, remi_weights, min_bars, out } => eval(midi, songs, pop909, cp_weights, remi_weights, min_bars, out),

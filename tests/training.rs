@@ -25,7 +25,7 @@ use cp_piano::model::cpu::Precision as StreamPrecision;
 use cp_piano::model::remi_xl_stream::RemiXlStream;
 use cp_piano::model::{ModelKind, Trainable};
 use cp_piano::tokens::remi;
-use cp_piano::generate::remi::{RemiGenerator, SEED_SAMPLING};
+use cp_piano::generate::remi::{RemiGenerator, RemiSettings};
 use cp_piano::train::log::read_log;
 use cp_piano::train::{train, TrainOptions};
 
@@ -229,15 +229,15 @@ fn remi_xl_trains_resumes_exactly_and_generates_reproducibly() {
 
     let weights = Weights::load_dir(&straight.join("best")).unwrap();
     let model = RemiXlStream::from_tensors(&weights.xl_config().unwrap(), &weights.tensors, StreamPrecision::F32).unwrap();
-    let settings = GenerationSettings { seed: 3, max_words: 600, min_bars: 0, key: Some("D".parse::<Key>().unwrap()), ..GenerationSettings::default() };
-    let song = |s: &GenerationSettings| {
-        let mut g = RemiGenerator::with_prime(&model, s.clone(), SEED_SAMPLING, &[]);
+    let settings = RemiSettings { seed: 3, max_tokens: 600, min_bars: 0, key: Some("D".parse::<Key>().unwrap()), ..RemiSettings::default() };
+    let song = |s: &RemiSettings| {
+        let mut g = RemiGenerator::with_prime(&model, s.clone(), &[]);
         let grid = g.run_to_end();
         (g.tokens().to_vec(), grid, g.finish())
     };
     let (tokens, grid, finish) = song(&settings);
     assert_eq!(song(&settings).0, tokens, "same seed, same song");
-    assert_ne!(song(&GenerationSettings { seed: 4, ..settings.clone() }).0, tokens);
+    assert_ne!(song(&RemiSettings { seed: 4, ..settings.clone() }).0, tokens);
     assert!(tokens.len() <= 600);
     assert!(finish.is_some());
     assert!(grid.note_count() > 0, "a trained model writes notes");

@@ -1,10 +1,12 @@
 //! Generation with the REMI Transformer-XL baseline: one token per step through the streaming
 //! model (memory of the last `mem_len` tokens per layer), sampled as the seed did
 //! (temperature 1.2, nucleus 0.9, the top 3 when nothing crosses p), until EOS or a cap (7,680
-//! tokens by default, the seed's). Shares `GenerationSettings` with CP: seed, caps, minimum
-//! bars before EOS, key lock (out-of-key Note_Pitch tokens masked).
+//! tokens by default, the seed's). Its settings are its own (`RemiSettings`): one sampling for
+//! every token, a cap in tokens, minimum bars before EOS, key lock (out-of-key Note_Pitch tokens
+//! masked).
 
-use crate::generate::{Finish, GenerationSettings};
+use crate::generate::Finish;
+use crate::music::key::Key;
 use crate::music::grid::{Grid, PITCH_MIN};
 use crate::model::init::Rng;
 use crate::model::remi_xl_stream::{RemiXlStream, StreamState};
@@ -16,11 +18,31 @@ pub const SEED_SAMPLING: FamilySampling = FamilySampling { temperature: 1.2, top
 /// The seed's token cap.
 pub const SEED_MAX_TOKENS: usize = 7680;
 
+/// What to generate with the baseline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemiSettings {
+    pub seed: u64,
+    /// Temperature and nucleus of every token (the seed's by default).
+    pub sampling: FamilySampling,
+    /// Stop after this many tokens (the song so far is kept).
+    pub max_tokens: usize,
+    /// Stop when this many bars are complete.
+    pub max_bars: Option<u32>,
+    /// EOS is not sampled before this many bars are complete.
+    pub min_bars: u32,
+    pub key: Option<Key>,
+}
+
+impl Default for RemiSettings {
+    fn default() -> Self {
+        RemiSettings { seed: 0, sampling: SEED_SAMPLING, max_tokens: SEED_MAX_TOKENS, max_bars: None, min_bars: 32, key: None }
+    }
+}
+
 /// The generator: owns the memory of one song.
 pub struct RemiGenerator<'m> {
     model: &'m RemiXlStream,
-    settings: GenerationSettings,
-    sampling: FamilySampling,
+    settings: RemiSettings,
     state: StreamState,
     rng: Rng,
     scratch: Scratch,
@@ -34,8 +56,8 @@ pub struct RemiGenerator<'m> {
 
 impl<'m> RemiGenerator<'m> {
     /// Starts a song that continues `prime` (a trailing EOS is dropped; an empty prime starts
-    /// with a Bar token). `settings.max_words` caps the tokens.
-    pub fn with_prime(model: &'m RemiXlStream, settings: GenerationSettings, sampling: FamilySampling, prime: &[u16]) -> RemiGenerator<'m> {
+    /// with a Bar token).
+    pub fn with_prime(model: &'m RemiXlStream, settings: RemiSettings, prime: &[u16]) -> RemiGenerator<'m> {
         let mut tokens: Vec<u16> = prime.iter().copied().take_while(|&t| t != EOS).collect();
         if tokens.is_empty() {
             tokens.push(BAR);
@@ -49,7 +71,6 @@ impl<'m> RemiGenerator<'m> {
             model,
             rng: Rng::new(settings.seed),
             settings,
-            sampling,
             state,
             scratch: Scratch::with_capacity(remi::VOCAB_SIZE),
             fed: tokens.len() - 1,
@@ -80,7 +101,7 @@ impl<'m> RemiGenerator<'m> {
         if self.finish.is_some() {
             return None;
         }
-        if self.tokens.len() >= self.settings.max_words {
+        if self.tokens.len() >= self.settings.max_tokens {
             self.finish = Some(Finish::WordCap);
             return None;
         }
@@ -95,7 +116,7 @@ impl<'m> RemiGenerator<'m> {
                 *logit = f32::NEG_INFINITY;
             }
         }
-        let token = sample(logits, self.sampling, &mut self.rng, &mut self.scratch) as u16;
+        let token = sample(logits, self.settings.sampling, &mut self.rng, &mut self.scratch) as u16;
         self.tokens.push(token);
         if token == EOS {
             self.finish = Some(Finish::Eos);
