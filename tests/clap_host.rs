@@ -371,3 +371,101 @@ fn a_channel_change_while_notes_sound_ends_each_on_its_own_channel() {
     let processor = processor.stop_processing();
     plugin.deactivate(processor);
 }
+
+/// One block of `frames` samples at host beat `beats`, with the loop range [a, b) active; the
+/// note events at absolute samples go to `out`, and the offsets of one block must not decrease.
+fn loop_block(
+    processor: &mut clack_host::process::StartedPluginAudioProcessor<TestHost>,
+    events: &mut EventBuffer,
+    at: u64,
+    beats: f64,
+    frames: u32,
+    (a, b): (f64, f64),
+    out: &mut Vec<Out>,
+) {
+    events.clear();
+    let mut t = transport(true, TEMPO, beats);
+    t.flags |= TransportFlags::IS_LOOP_ACTIVE;
+    t.loop_start_beats = BeatTime::from_float(a);
+    t.loop_end_beats = BeatTime::from_float(b);
+    let (mut left, mut right) = (vec![0f32; frames as usize], vec![0f32; frames as usize]);
+    let mut ports = AudioPorts::with_capacity(2, 1);
+    let mut outputs = ports.with_output_buffers([AudioPortBuffer {
+        latency: 0,
+        channels: AudioPortBufferType::f32_output_only([left.as_mut_slice(), right.as_mut_slice()].into_iter()),
+    }]);
+    // SAFETY: no audio input ports: an empty buffer list with the block length.
+    let inputs = unsafe { InputAudioBuffers::from_raw_buffers(&[], frames) };
+    processor.process(&inputs, &mut outputs, &InputEvents::empty(), &mut events.as_output(), None, Some(&t)).expect("process");
+    let mut last = 0;
+    for e in events.iter() {
+        let time = e.header().time();
+        assert!(time >= last && time < frames, "event at {time} after {last} in a block of {frames}");
+        last = time;
+        if let Some(on) = e.as_event::<NoteOnEvent>() {
+            out.push(Out::On(at + time as u64, on.as_raw().key as u8, on.as_raw().channel as u8));
+        } else if let Some(off) = e.as_event::<NoteOffEvent>() {
+            out.push(Out::Off(at + time as u64, off.as_raw().key as u8, off.as_raw().channel as u8));
+        }
+    }
+}
+
+#[test]
+fn a_loop_the_host_does_not_split_plays_the_same_at_any_block_size() {
+    let Some(path) = clap_bundle("a_loop_the_host_does_not_split_plays_the_same_at_any_block_size") else { return };
+    // SAFETY: loading our own plugin bundle.
+    let entry = unsafe { PluginEntry::load(path) }.expect("the .clap loads");
+    let mut plugin = instance(&entry);
+    let config = PluginAudioConfiguration { sample_rate: RATE, min_frames_count: 1, max_frames_count: 4096 };
+    let processor = plugin.activate(|_, _| (), config).expect("activates");
+    let mut processor = processor.start_processing().expect("starts");
+    let mut events = EventBuffer::with_capacity(4096);
+    let mut scratch = Vec::new();
+    for _ in 0..100 {
+        block(&mut processor, &mut events, false, 0, &mut scratch);
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // Three passes of a 3.5-beat loop from beat 1.25, in blocks that never end at the loop end.
+    let (a, b) = (1.25, 4.75);
+    let bps = TEMPO / 60.0 / RATE;
+    let pass = ((b - a) / bps).round() as u64;
+    // The first wrap: the end of the first pass, which starts at beat 0.
+    let first = (b / bps).round() as u64;
+    let run = |processor: &mut _, events: &mut EventBuffer, frames: u32| {
+        let mut out = Vec::new();
+        let (mut at, mut beats) = (0u64, 0.0f64);
+        while at < first + 2 * pass + 4000 {
+            loop_block(processor, events, at, beats, frames, (a, b), &mut out);
+            at += frames as u64;
+            // The host wraps its own position as often as the block holds loop ends.
+            let mut next = beats + frames as f64 * bps;
+            while next >= b {
+                next -= b - a;
+            }
+            beats = next;
+        }
+        block(processor, events, false, at, &mut out);
+        out
+    };
+    let mut agreed = None;
+    for _ in 0..20 {
+        let (small, large) = (run(&mut processor, &mut events, 64), run(&mut processor, &mut events, 4000));
+        if small == large && !note_ons(&small).is_empty() {
+            agreed = Some(small);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let out = agreed.expect("64- and 4,000-sample blocks give the same events");
+    assert!(unpaired(&out).is_empty(), "every note ends");
+    // Every pass of the loop is the same: the note-ons of the second and third passes match.
+    let ons = note_ons(&out);
+    let in_pass = |k: u64| -> Vec<(u64, u8)> {
+        let start = first + k * pass;
+        ons.iter().filter(|&&(t, _)| t >= start && t < start + pass).map(|&(t, p)| (t - start, p)).collect()
+    };
+    assert!(!in_pass(0).is_empty(), "the loop plays notes");
+    assert_eq!(in_pass(0), in_pass(1), "two passes of the loop differ");
+    let processor = processor.stop_processing();
+    plugin.deactivate(processor);
+}
