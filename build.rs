@@ -1,4 +1,4 @@
-//! Embeds the shipped weights when `weights/` holds them (see src/weights.rs; the REMI-XL
+//! Embeds the shipped weights when `weights/` holds them (see src/model/weights.rs; the REMI-XL
 //! baseline's in weights/remi-xl/ go into the command line only), and marks the
 //! plugin library as never unloaded on Linux.
 fn main() {
