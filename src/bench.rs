@@ -138,3 +138,46 @@ pub fn engine_ns_per_block(blocks: usize) -> f64 {
     assert!(sent > 0);
     ns
 }
+
+/// Prints every figure (`cp-piano bench`): the GEMM and training figures unless `no_training`,
+/// then, unless `training_only`, model load, engine, generation and REMI-XL figures.
+pub fn print(words: usize, weights: Option<&std::path::Path>, no_training: bool, training_only: bool) -> Result<()> {
+    if !no_training {
+        let threads = rayon::current_num_threads();
+        println!("f32 GEMM (4096x256 @ 256x1024, {threads} threads): {:.0} GFLOP/s", gemm_gflops(4096, 256, 1024, 20));
+        let wps = training_words_per_second(&Config::small(), 2, 2048, 3)?;
+        println!("training small (batch 2 x 2048 words, {threads} threads): {wps:.0} words/s");
+        let wps = training_words_per_second(&Config::paper(), 1, 2048, 2)?;
+        println!("training paper (batch 1 x 2048 words, {threads} threads): {wps:.0} words/s");
+    }
+    if training_only {
+        return Ok(());
+    }
+    let start = Instant::now();
+    let loaded = crate::model::weights::load_cp_rnn(weights, Precision::Int8);
+    if loaded.is_ok() {
+        println!("model load (weights -> int8 recurrent model): {:.0} ms", start.elapsed().as_secs_f64() * 1000.0);
+    }
+    let ns = crate::bench::engine_ns_per_block(200_000);
+    println!("plugin engine: {ns:.0} ns per 64-sample block (120 BPM, 48 kHz, dense song)");
+    println!("generation, one thread, {words} words per song:");
+    for precision in [Precision::F32, Precision::Int8] {
+        match crate::model::weights::load_cp_rnn(weights, precision) {
+            Ok(small) => {
+                let ms = generation_ms_per_word(&small, words, 0);
+                println!("  small (trained)  {precision:?}: {ms:.3} ms/word, {:.2} s per song, {:.1} MB of weights read per word", ms * words as f64 / 1000.0, small.weight_bytes() as f64 / 1e6);
+            }
+            Err(e) => println!("  small (trained)  {precision:?}: skipped ({e:#})"),
+        }
+    }
+    for precision in [Precision::F32, Precision::Int8] {
+        let paper = random_rnn(&Config::paper(), precision)?;
+        let ms = generation_ms_per_word(&paper, words, 0);
+        println!("  paper (random)   {precision:?}: {ms:.3} ms/word, {:.2} s per song, {:.1} MB of weights read per word", ms * words as f64 / 1000.0, paper.weight_bytes() as f64 / 1e6);
+    }
+    for precision in [Precision::F32, Precision::Int8] {
+        let ms = crate::bench::remi_xl_ms_per_token(&crate::model::remi_xl::XlConfig::small(), precision, 1000)?;
+        println!("  REMI-XL small (random, memory full) {precision:?}: {ms:.3} ms/token, {:.2} s per song of 6,124 tokens (POP909 mean)", ms * 6.124);
+    }
+    Ok(())
+}
