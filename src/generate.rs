@@ -46,14 +46,22 @@ pub struct GenerationSettings {
     /// The progression repeats until the song ends; otherwise the song ends when it does.
     #[serde(default)]
     pub chords_loop: bool,
-    /// More (up to +1) or fewer (down to -1) notes per bar: a bias of `density * DENSITY_LOGIT`
-    /// on the type family's Note logit, against Metrical (EOS is drawn before it, unbiased).
+    /// More (up to +1) or fewer (down to -1) notes per bar: a bias on the type family's Note
+    /// logit against Metrical (`density_bias`; EOS is drawn before it, unbiased).
     #[serde(default)]
     pub density: f32,
 }
 
-/// The Note-logit bias at density +1 (nats).
-pub const DENSITY_LOGIT: f32 = 1.5;
+/// The Note-logit bias of a density: 0.9 nats per unit below 0, 0.45 above (the model's own
+/// odds of another note are already high, and more would run a song past its word cap).
+pub fn density_bias(density: f32) -> f32 {
+    let d = density.clamp(-1.0, 1.0);
+    if d < 0.0 {
+        0.9 * d
+    } else {
+        0.45 * d
+    }
+}
 
 impl Default for GenerationSettings {
     fn default() -> Self {
@@ -400,7 +408,7 @@ impl<'m, M: WordModel> Generator<'m, M> {
             }
         }
         self.type_logits[TYPE_EOS as usize] = f32::NEG_INFINITY;
-        self.type_logits[TYPE_NOTE as usize] += self.settings.density.clamp(-1.0, 1.0) * DENSITY_LOGIT;
+        self.type_logits[TYPE_NOTE as usize] += density_bias(self.settings.density);
         let ty = sample(&mut self.type_logits, how, &mut self.rng, &mut self.scratch) as u16;
         self.model.family_logits(&mut self.state, ty, &mut self.logits)?;
         let mut word = Word([IGNORE; FAMILIES]);
