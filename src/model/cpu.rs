@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
 
-use crate::model::fused::erf;
+use crate::model::fused::simd::erf;
 
 /// LayerNorm epsilon (both models).
 pub const LN_EPS: f32 = 1e-5;

@@ -50,11 +50,6 @@ fn map2_par(a: &[f32], b: &[f32], kernel: fn(&[f32], &[f32], &mut [f32])) -> Vec
     out
 }
 
-/// erf in f32 (|error| < 3e-7); shared with the recurrent model.
-pub fn erf(x: f32) -> f32 {
-    simd::erf(x)
-}
-
 /// GELU with the exact erf form.
 pub fn gelu(x: &Tensor) -> Result<Tensor> {
     if x.device().is_cpu() {

@@ -17,7 +17,7 @@ use rayon::prelude::*;
 
 use super::linear::{matmul, Mat, Threads};
 use super::simd::{self, map2_kernel, map_kernel};
-use super::{contiguous_f32, with_f32};
+use super::{contiguous_f32, map2_par, map_par, with_f32};
 
 /// Words per chunk.
 pub const CHUNK: usize = 64;
@@ -246,14 +246,11 @@ impl CustomOp3 for LinearAttention {
                             heads
                                 .par_iter()
                                 .map(|h| {
-                                    let (pq, pk) = (h.gather(q, phi), h.gather(k, phi));
-                                    let (mut dq, mut dk, dv) = backward_head(&pq, &pk, h.view(v), h.view(o), h.view(g), h.dh);
-                                    // Through the feature map: d/dx phi(x) = 1 (x > 0) or e^x.
                                     let (rq, rk) = (h.gather(q, copy), h.gather(k, copy));
-                                    let (gq, gk) = (dq.clone(), dk.clone());
-                                    phi_grad(&rq, &gq, &mut dq);
-                                    phi_grad(&rk, &gk, &mut dk);
-                                    (dq, dk, dv)
+                                    let (pq, pk) = (map_par(&rq, phi), map_par(&rk, phi));
+                                    let (dpq, dpk, dv) = backward_head(&pq, &pk, h.view(v), h.view(o), h.view(g), h.dh);
+                                    // Through the feature map: d/dx phi(x) = 1 (x > 0) or e^x.
+                                    (map2_par(&rq, &dpq, phi_grad), map2_par(&rk, &dpk, phi_grad), dv)
                                 })
                                 .collect::<Vec<_>>()
                         })
