@@ -119,14 +119,18 @@ fn block(processor: &mut clack_host::process::StartedPluginAudioProcessor<TestHo
     block_with(processor, events, &EventBuffer::new(), playing, at, out)
 }
 
+/// Activates the plugin at `RATE` for blocks of up to `max_frames` and starts processing.
+fn start(plugin: &mut PluginInstance<TestHost>, max_frames: u32) -> clack_host::process::StartedPluginAudioProcessor<TestHost> {
+    let config = PluginAudioConfiguration { sample_rate: RATE, min_frames_count: 1, max_frames_count: max_frames };
+    plugin.activate(|_, _| (), config).expect("activates").start_processing().expect("starts")
+}
+
 /// Activates, waits `wait_ms` with the transport stopped, then plays `beats` beats from host
 /// beat 0 and stops. Playback runs faster than real time, so the worker may still be writing
 /// (the plugin then waits and skips, by design): the pass is repeated, seeking back to 0, until
 /// two passes in a row give the same notes. Returns the last pass and the deactivated instance.
 fn play(mut plugin: PluginInstance<TestHost>, wait_ms: u64, beats: f64) -> (Vec<Out>, PluginInstance<TestHost>) {
-    let config = PluginAudioConfiguration { sample_rate: RATE, min_frames_count: 1, max_frames_count: BLOCK };
-    let processor = plugin.activate(|_, _| (), config).expect("activates");
-    let mut processor = processor.start_processing().expect("starts");
+    let mut processor = start(&mut plugin, BLOCK);
     let mut events = EventBuffer::with_capacity(1024);
     let mut out = Vec::new();
     for _ in 0..wait_ms / 10 {
@@ -305,9 +309,7 @@ fn a_state_loaded_while_playing_is_the_song_that_plays_next() {
     // SAFETY: loading our own plugin bundle.
     let entry = unsafe { PluginEntry::load(path) }.expect("the .clap loads");
     let mut plugin = instance(&entry);
-    let config = PluginAudioConfiguration { sample_rate: RATE, min_frames_count: 1, max_frames_count: BLOCK };
-    let processor = plugin.activate(|_, _| (), config).expect("activates");
-    let mut processor = processor.start_processing().expect("starts");
+    let mut processor = start(&mut plugin, BLOCK);
     let mut events = EventBuffer::with_capacity(1024);
     let mut out = Vec::new();
     let mut at = play_until_notes_sound(&mut processor, &mut events, &mut out);
@@ -349,9 +351,7 @@ fn a_channel_change_while_notes_sound_ends_each_on_its_own_channel() {
         .filter_map(|i| params.get_info(&handle, i, &mut info).map(|p| (p.id, p.name.to_vec(), p.max_value)))
         .find(|(_, name, _)| name.as_slice() == b"MIDI channel")
         .expect("a MIDI channel parameter");
-    let config = PluginAudioConfiguration { sample_rate: RATE, min_frames_count: 1, max_frames_count: BLOCK };
-    let processor = plugin.activate(|_, _| (), config).expect("activates");
-    let mut processor = processor.start_processing().expect("starts");
+    let mut processor = start(&mut plugin, BLOCK);
     let mut events = EventBuffer::with_capacity(1024);
     let mut out = Vec::new();
     let mut at = play_until_notes_sound(&mut processor, &mut events, &mut out);
@@ -416,9 +416,7 @@ fn a_loop_the_host_does_not_split_plays_the_same_at_any_block_size() {
     // SAFETY: loading our own plugin bundle.
     let entry = unsafe { PluginEntry::load(path) }.expect("the .clap loads");
     let mut plugin = instance(&entry);
-    let config = PluginAudioConfiguration { sample_rate: RATE, min_frames_count: 1, max_frames_count: 4096 };
-    let processor = plugin.activate(|_, _| (), config).expect("activates");
-    let mut processor = processor.start_processing().expect("starts");
+    let mut processor = start(&mut plugin, 4096);
     let mut events = EventBuffer::with_capacity(4096);
     let mut scratch = Vec::new();
     for _ in 0..100 {
