@@ -147,7 +147,11 @@ impl Default for CpPianoParams {
                 .with_value_to_string(Arc::new(key_name))
                 .with_string_to_value(Arc::new(key_value)),
             max_bars: IntParam::new("Max bars", 128, IntRange::Linear { min: 4, max: 512 }),
-            density: FloatParam::new("Density", 0.0, FloatRange::Linear { min: -1.0, max: 1.0 }).with_step_size(0.05),
+            // Shown with two decimals; a value that snaps to -0 shows as 0.00, so text and value
+            // round-trip (hosts and clap-validator check that).
+            density: FloatParam::new("Density", 0.0, FloatRange::Linear { min: -1.0, max: 1.0 })
+                .with_step_size(0.05)
+                .with_value_to_string(Arc::new(|v| format!("{:.2}", v + 0.0))),
             start_bar: IntParam::new("Start bar", 1, IntRange::Linear { min: 1, max: 999 }),
             channel: IntParam::new("MIDI channel", 1, IntRange::Linear { min: 1, max: 16 }),
             left_channel: IntParam::new("Left hand channel", 0, IntRange::Linear { min: 0, max: 16 })
