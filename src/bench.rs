@@ -31,6 +31,34 @@ pub fn generation_ms_per_word(rnn: &CpRnn, words: usize, seed: u64) -> f64 {
     start.elapsed().as_secs_f64() * 1000.0 / sampled as f64
 }
 
+/// Milliseconds per word of each of `k` takes generated together (`Takes`), over `words`
+/// words per take (EOS held back): compare with `generation_ms_per_word` of one song.
+pub fn takes_ms_per_word(rnn: &CpRnn, k: usize, words: usize, seed: u64) -> Result<f64> {
+    let settings = GenerationSettings { seed, max_words: words + 1, min_bars: u32::MAX, ..GenerationSettings::default() };
+    let mut takes = crate::generate::takes::Takes::new(rnn, &settings, &[], k)?;
+    let start = Instant::now();
+    takes.run_to_end();
+    let sampled: usize = takes.takes().iter().map(|t| t.words().len().saturating_sub(1)).sum();
+    Ok(start.elapsed().as_secs_f64() * 1000.0 / (sampled.max(1) as f64 / k as f64))
+}
+
+/// Milliseconds from "regenerate from bar `bar`" until that bar is written anew (the next Bar
+/// word sampled), on a song of `bars` bars generated with its bar states kept: the worst of
+/// `tries` seeds.
+pub fn regenerate_ms(rnn: &CpRnn, bars: u32, bar: u32, tries: u64) -> Result<f64> {
+    let settings = GenerationSettings { seed: 0, min_bars: u32::MAX, max_bars: Some(bars), ..GenerationSettings::default() };
+    let mut generator = Generator::new(rnn, settings).remember_bars()?;
+    generator.run_to_end();
+    let mut worst = 0f64;
+    for seed in 1..=tries {
+        let start = Instant::now();
+        generator.regenerate_from_bar(bar, seed)?;
+        while generator.bars() < bar && generator.next_step().is_some() {}
+        worst = worst.max(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(worst)
+}
+
 /// GFLOP/s of an f32 (m x k) @ (k x n) product on all threads (the GEMM of the fused training
 /// ops), best of `repeats`: the machine's own yardstick for the training figures.
 pub fn gemm_gflops(m: usize, k: usize, n: usize, repeats: usize) -> f64 {
@@ -105,8 +133,8 @@ pub fn remi_xl_ms_per_token(config: &XlConfig, precision: Precision, tokens: usi
 }
 
 /// A recurrent model of `config` with seeded random weights.
-pub fn random_rnn(config: &Config, precision: Precision) -> Result<CpRnn> {
-    let model = Trainable::new(config, 1, &Device::Cpu)?;
+pub fn random_rnn(config: &Config, seed: u64, precision: Precision) -> Result<CpRnn> {
+    let model = Trainable::new(config, seed, &Device::Cpu)?;
     let tensors: HashMap<String, Tensor> = model.named_tensors().into_iter().collect();
     CpRnn::from_tensors(config, &tensors, precision)
 }
@@ -166,12 +194,20 @@ pub fn print(words: usize, weights: Option<&std::path::Path>, no_training: bool,
             Ok(small) => {
                 let ms = generation_ms_per_word(&small, words, 0);
                 println!("  small (trained)  {precision:?}: {ms:.3} ms/word, {:.2} s per song, {:.1} MB of weights read per word", ms * words as f64 / 1000.0, small.weight_bytes() as f64 / 1e6);
+                if precision == Precision::Int8 {
+                    for k in [2, 4, 8] {
+                        let per_take = takes_ms_per_word(&small, k, words, 0)?;
+                        println!("    {k} takes together: {per_take:.3} ms per word of each take = {:.2}x one song (target for 4: <= 1.6x)", per_take / ms);
+                    }
+                    let ms = regenerate_ms(&small, 64, 33, 5)?;
+                    println!("    regenerate from bar 33 of 64 until bar 33 is written: {ms:.1} ms (worst of 5 seeds; target <= 100 ms)");
+                }
             }
             Err(e) => println!("  small (trained)  {precision:?}: skipped ({e:#})"),
         }
     }
     for precision in [Precision::F32, Precision::Int8] {
-        let paper = random_rnn(&Config::paper(), precision)?;
+        let paper = random_rnn(&Config::paper(), 1, precision)?;
         let ms = generation_ms_per_word(&paper, words, 0);
         println!("  paper (random)   {precision:?}: {ms:.3} ms/word, {:.2} s per song, {:.1} MB of weights read per word", ms * words as f64 / 1000.0, paper.weight_bytes() as f64 / 1e6);
     }

@@ -14,6 +14,7 @@
 pub mod chords;
 pub mod remi;
 pub mod sampling;
+pub mod takes;
 
 use crate::music::song::POSITIONS_PER_BAR;
 use crate::tokens::cp::{self, Event, Family, Word, BAR, CONTI, FAMILIES, IGNORE, TYPE_EOS, TYPE_METRICAL, TYPE_NOTE};
@@ -103,7 +104,8 @@ pub enum ModelError {
 
 /// A CP model generation can drive word by word.
 pub trait WordModel {
-    type State;
+    /// The recurrent state of one song (cloned to remember a song at its bar lines).
+    type State: Clone;
     fn new_state(&self) -> Result<Self::State, ModelError>;
     /// Feeds one word; afterwards the state predicts the next word.
     fn step(&self, state: &mut Self::State, word: Word) -> Result<(), ModelError>;
@@ -156,6 +158,7 @@ pub enum Inference {
 }
 
 /// The state of an `Inference` model.
+#[derive(Clone)]
 pub enum InferenceState {
     Cpu(RnnState),
     Device(DeviceState),
@@ -260,6 +263,36 @@ pub struct Generator<'m, M: WordModel = CpRnn> {
     position: Option<u32>,
     finish: Option<Finish>,
     error: Option<ModelError>,
+    /// With `remember_bars`: the state before every other Bar word (its index, the state having
+    /// fed the words before it), so `regenerate_from_bar` replays at most one bar.
+    bar_states: Option<Vec<BarState<M::State>>>,
+    /// Bar words among the fed words.
+    fed_bars: u32,
+}
+
+/// The model state just before a Bar word.
+struct BarState<S> {
+    /// The Bar word's index in the song.
+    index: usize,
+    /// Bar words before it.
+    bars_before: u32,
+    state: S,
+}
+
+fn is_bar_word(w: Word) -> bool {
+    w.get(Family::Type) == TYPE_METRICAL && w.get(Family::BarBeat) == BAR
+}
+
+/// Bars between the states `remember_bars` keeps (a state of `small` is ~400 KB).
+const BARS_PER_STATE: u32 = 2;
+
+/// Why a song cannot be regenerated from a bar.
+#[derive(Debug, thiserror::Error)]
+pub enum RegenerateError {
+    #[error("bar {bar} is not in the song (it has {bars} bars; bars count from 1)")]
+    NoSuchBar { bar: u32, bars: u32 },
+    #[error(transparent)]
+    Model(#[from] ModelError),
 }
 
 impl<'m> Generator<'m, CpRnn> {
@@ -298,17 +331,94 @@ impl<'m, M: WordModel> Generator<'m, M> {
             position: None,
             finish: None,
             error: None,
+            bar_states: None,
+            fed_bars: 0,
             settings,
         };
         for w in words {
             g.record(w);
         }
-        let last = g.words.len() - 1;
-        for i in 0..last {
-            g.model.step(&mut g.state, g.words[i])?;
-        }
-        g.fed = last;
+        g.feed_to(g.words.len() - 1)?;
         Ok(g)
+    }
+
+    /// Keeps the model state at every other bar line from here on (the prime's bars included
+    /// when called first), so that `regenerate_from_bar` costs at most one bar of replay.
+    pub fn remember_bars(mut self) -> Result<Self, ModelError> {
+        let upto = self.fed;
+        self.bar_states = Some(Vec::new());
+        self.state = self.model.new_state()?;
+        (self.fed, self.fed_bars) = (0, 0);
+        self.feed_to(upto)?;
+        Ok(self)
+    }
+
+    /// Feeds the words from `fed` up to (not including) `upto`, keeping bar states on the way.
+    fn feed_to(&mut self, upto: usize) -> Result<(), ModelError> {
+        while self.fed < upto {
+            let word = self.before_feed();
+            self.model.step(&mut self.state, word)?;
+            self.fed += 1;
+        }
+        Ok(())
+    }
+
+    /// The next word to feed, after keeping the state before it when it opens a remembered bar.
+    fn before_feed(&mut self) -> Word {
+        let word = self.words[self.fed];
+        if is_bar_word(word) {
+            if let Some(states) = &mut self.bar_states {
+                if self.fed_bars % BARS_PER_STATE == 0 && states.last().is_none_or(|s| s.index < self.fed) {
+                    states.push(BarState { index: self.fed, bars_before: self.fed_bars, state: self.state.clone() });
+                }
+            }
+            self.fed_bars += 1;
+        }
+        word
+    }
+
+    /// Keeps bars 1..`bar` - 1 (and the Bar word that opens `bar`) and samples the rest anew
+    /// with `seed` and the same settings: the song then equals `with_prime` of those words at
+    /// that seed. Bars count from 1. Cheap after `remember_bars`; otherwise the kept words are
+    /// replayed from the start.
+    pub fn regenerate_from_bar(&mut self, bar: u32, seed: u64) -> Result<(), RegenerateError> {
+        let bars = self.decoder_bars();
+        if bar == 0 || bar > bars {
+            return Err(RegenerateError::NoSuchBar { bar, bars });
+        }
+        let kept = cp::first_bars(&self.words, bar - 1).to_vec();
+        let cut = kept.len() - 1;
+        let states = self.bar_states.as_mut().map(|states| {
+            states.retain(|s| s.index <= cut);
+            states.last()
+        });
+        match states.flatten() {
+            Some(s) => (self.fed, self.fed_bars, self.state) = (s.index, s.bars_before, s.state.clone()),
+            None => (self.fed, self.fed_bars, self.state) = (0, 0, self.model.new_state()?),
+        }
+        self.words.clear();
+        self.decoder = cp::Decoder::new();
+        self.bars = 0;
+        self.position = None;
+        for w in kept {
+            self.record(w);
+        }
+        self.finish = None;
+        self.error = None;
+        self.settings.seed = seed;
+        self.rng = Rng::new(seed);
+        self.feed_to(cut)?;
+        Ok(())
+    }
+
+    /// Bars the song has begun (its Bar words).
+    fn decoder_bars(&self) -> u32 {
+        self.words.iter().filter(|&&w| is_bar_word(w)).count() as u32
+    }
+
+    /// The settings in force (the seed changes with `regenerate_from_bar`).
+    pub fn settings(&self) -> &GenerationSettings {
+        &self.settings
     }
 
     /// Why the model failed, when `finish` is `Failed`.
@@ -348,22 +458,36 @@ impl<'m, M: WordModel> Generator<'m, M> {
 
     /// Samples the next word; `None` once the song has ended.
     pub fn next_step(&mut self) -> Option<Step> {
-        if self.finish.is_some() {
+        if !self.can_go_on() {
             return None;
         }
-        if self.words.len() >= self.settings.max_words {
-            self.finish = Some(Finish::WordCap);
-            return None;
-        }
-        let word = match self.model.step(&mut self.state, self.words[self.fed]).and_then(|()| self.sample_word()) {
-            Ok(word) => word,
+        let word = self.feed_to(self.fed + 1).and_then(|()| self.sample_type()).and_then(|ty| match ty {
+            None => Ok(Word::EOS),
+            Some(ty) => {
+                self.model.family_logits(&mut self.state, ty, &mut self.logits)?;
+                Ok(self.sample_rest(ty))
+            }
+        });
+        match word {
+            Ok(word) => Some(self.accept(word)),
             Err(e) => {
                 self.error = Some(e);
                 self.finish = Some(Finish::Failed);
-                return None;
+                None
             }
-        };
-        self.fed += 1;
+        }
+    }
+
+    /// False once the song has ended (here at the word cap, if it has reached it).
+    fn can_go_on(&mut self) -> bool {
+        if self.finish.is_none() && self.words.len() >= self.settings.max_words {
+            self.finish = Some(Finish::WordCap);
+        }
+        self.finish.is_none()
+    }
+
+    /// Records a sampled word and ends the song where it says so.
+    fn accept(&mut self, word: Word) -> Step {
         let event = self.record(word);
         match event {
             Event::End => self.finish = Some(Finish::Eos),
@@ -373,7 +497,7 @@ impl<'m, M: WordModel> Generator<'m, M> {
             }
             _ => {}
         }
-        Some(Step { word, event })
+        Step { word, event }
     }
 
     fn sample_family(&mut self, family: Family, mask_ignore: bool) -> u16 {
@@ -392,7 +516,8 @@ impl<'m, M: WordModel> Generator<'m, M> {
         sample(logits, how, &mut self.rng, &mut self.scratch) as u16
     }
 
-    fn sample_word(&mut self) -> Result<Word, ModelError> {
+    /// The first half of sampling a word: EOS (`None`) or the next word's type.
+    fn sample_type(&mut self) -> Result<Option<u16>, ModelError> {
         self.model.type_logits(&self.state, &mut self.type_logits)?;
         let how = self.settings.sampling.families[Family::Type.index()];
         // EOS is drawn at the model's own probability (at the type temperature), outside the
@@ -404,13 +529,18 @@ impl<'m, M: WordModel> Generator<'m, M> {
             let total: f32 = self.type_logits.iter().map(|l| ((l - max) / t).exp()).sum();
             let p_eos = ((self.type_logits[TYPE_EOS as usize] - max) / t).exp() / total;
             if (self.rng.uniform() as f32) < p_eos {
-                return Ok(Word::EOS);
+                return Ok(None);
             }
         }
         self.type_logits[TYPE_EOS as usize] = f32::NEG_INFINITY;
         self.type_logits[TYPE_NOTE as usize] += density_bias(self.settings.density);
         let ty = sample(&mut self.type_logits, how, &mut self.rng, &mut self.scratch) as u16;
-        self.model.family_logits(&mut self.state, ty, &mut self.logits)?;
+        Ok(Some(ty))
+    }
+
+    /// The second half: the other families given the type, from `self.logits` (which
+    /// `family_logits` filled).
+    fn sample_rest(&mut self, ty: u16) -> Word {
         let mut word = Word([IGNORE; FAMILIES]);
         word.0[Family::Type.index()] = ty;
         if ty == TYPE_METRICAL {
@@ -442,7 +572,7 @@ impl<'m, M: WordModel> Generator<'m, M> {
                 word.0[f.index()] = self.sample_family(f, true);
             }
         }
-        Ok(word)
+        word
     }
 
     /// The next chord change to write (position in 16ths, chord), when following a progression.

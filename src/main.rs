@@ -191,6 +191,10 @@ enum Command {
         /// Fewer (-1) to more (+1) notes per bar; 0 leaves the model alone.
         #[arg(long, default_value_t = 0.0, allow_hyphen_values = true, value_parser = density)]
         density: f32,
+        /// Write K takes of the request (1-8, at seeds SEED..SEED+K-1, generated together):
+        /// -o song.mid gives song-1.mid .. song-K.mid.
+        #[arg(long)]
+        variations: Option<usize>,
         /// Weight precision on the CPU: int8 is the fast path.
         #[arg(long, value_enum, default_value = "int8")]
         precision: Precision,
@@ -348,9 +352,13 @@ fn generate(
     prime: Option<PathBuf>,
     prime_bars: Option<u32>,
     hands: bool,
+    variations: Option<usize>,
     precision: Precision,
     device: DeviceKind,
 ) -> Result<()> {
+    if let Some(k) = variations.filter(|k| !(1..=cp_piano::generate::takes::MAX_TAKES).contains(k)) {
+        anyhow::bail!("--variations {k}: ask for 1 to {} takes", cp_piano::generate::takes::MAX_TAKES);
+    }
     let (model, place) = Inference::load(weights.as_deref(), device == DeviceKind::Cuda, precision)?;
     if device == DeviceKind::Cuda {
         println!("generating on {place}");
@@ -366,6 +374,9 @@ fn generate(
         }
         None => vec![cp::Word::BAR],
     };
+    if let Some(k) = variations {
+        return generate_takes(&out, &model, &settings, &prime_words, k, hands);
+    }
     let start = Instant::now();
     let mut generator = Generator::try_with_prime(&model, settings, &prime_words).map_err(|e| anyhow::anyhow!("the model failed: {e}"))?;
     let primed = generator.words().len();
@@ -375,6 +386,44 @@ fn generate(
         anyhow::bail!("the model failed after {} words: {e}", generator.words().len());
     }
     write_song(&out, &grid, generator.words().len(), generator.words().len() - primed, generator.finish(), seconds, "word", hands)
+}
+
+/// K takes of one request: `stem-1.mid` .. `stem-K.mid` beside `out`. On the CPU they are
+/// generated together (`Takes`); on a GPU one after another (the same songs).
+fn generate_takes(out: &std::path::Path, model: &Inference, settings: &GenerationSettings, prime: &[cp::Word], k: usize, hands: bool) -> Result<()> {
+    let start = Instant::now();
+    let takes: Vec<(Vec<cp::Word>, Option<cp_piano::generate::Finish>)> = match model {
+        Inference::Cpu(rnn) => {
+            let mut takes = cp_piano::generate::takes::Takes::new(rnn, settings, prime, k)?;
+            takes.run_to_end();
+            takes.takes().iter().map(|t| (t.words().to_vec(), t.finish())).collect()
+        }
+        Inference::Device(_) => (0..k as u64)
+            .map(|i| {
+                let settings = GenerationSettings { seed: settings.seed.wrapping_add(i), ..settings.clone() };
+                let mut generator = Generator::try_with_prime(model, settings, prime).map_err(|e| anyhow::anyhow!("the model failed: {e}"))?;
+                generator.run_to_end();
+                if let Some(e) = generator.error() {
+                    anyhow::bail!("the model failed after {} words: {e}", generator.words().len());
+                }
+                Ok((generator.words().to_vec(), generator.finish()))
+            })
+            .collect::<Result<_>>()?,
+    };
+    let seconds = start.elapsed().as_secs_f64();
+    let stem = out.file_stem().map_or_else(|| "song".into(), |s| s.to_string_lossy().into_owned());
+    let sampled = |words: &Vec<cp::Word>| words.len().saturating_sub(prime.len().max(1));
+    let total: usize = takes.iter().map(|(w, _)| sampled(w)).sum();
+    for (i, (words, finish)) in takes.iter().enumerate() {
+        let path = out.with_file_name(format!("{stem}-{}.mid", i + 1));
+        let grid = cp::decode(words).grid;
+        print!("take {} (seed {}): ", i + 1, settings.seed.wrapping_add(i as u64));
+        // Each take's share of the time, by its words.
+        let share = seconds * sampled(words) as f64 / total.max(1) as f64;
+        write_song(&path, &grid, words.len(), sampled(words), *finish, share, "word", hands)?;
+    }
+    println!("{k} takes in {seconds:.2} s: {:.3} ms per word over all takes", seconds * 1000.0 / total.max(1) as f64);
+    Ok(())
 }
 
 fn eval(midi: Option<PathBuf>, songs: usize, pop909: Option<PathBuf>, cp_weights: Option<PathBuf>, remi_weights: Option<PathBuf>, min_bars: u32, out: PathBuf) -> Result<()> {
@@ -443,9 +492,9 @@ fn density(text: &str) -> std::result::Result<f32, String> {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Generate { out, model, seed, weights, max_words, max_bars, min_bars, temperature, top_p, prime, prime_bars, key, chords, chords_loop, hands, density, precision, device } => {
-            if model == ModelKind::RemiXl && (chords.is_some() || prime_bars.is_some() || density != 0.0) {
-                anyhow::bail!("--chords, --prime-bars and --density steer the CP model; the REMI-XL baseline takes none of them");
+        Command::Generate { out, model, seed, weights, max_words, max_bars, min_bars, temperature, top_p, prime, prime_bars, key, chords, chords_loop, hands, density, variations, precision, device } => {
+            if model == ModelKind::RemiXl && (chords.is_some() || prime_bars.is_some() || density != 0.0 || variations.is_some()) {
+                anyhow::bail!("--chords, --prime-bars, --density and --variations steer the CP model; the REMI-XL baseline takes none of them");
             }
             if model == ModelKind::RemiXl {
                 // The baseline's own settings: one sampling for every token, a cap in tokens.
@@ -473,7 +522,7 @@ fn run(cli: Cli) -> Result<()> {
                 chords_loop,
                 density,
             };
-            generate(out, settings, weights, prime, prime_bars, hands, precision, device)
+            generate(out, settings, weights, prime, prime_bars, hands, variations, precision, device)
         }
         Command::Bench { words, weights, no_training, training_only } => cp_piano::bench::print(words, weights.as_deref(), no_training, training_only),
         Command::Eval { midi, songs, pop909, cp_weights, remi_weights, min_bars, out } => eval(midi, songs, pop909, cp_weights, remi_weights, min_bars, out),

@@ -3,25 +3,19 @@
 
 mod common;
 
-use std::collections::HashMap;
 
-use candle_core::{Device, Tensor};
 use cp_piano::eval::metrics::chord_agreement;
 use cp_piano::generate::chords::Progression;
 use cp_piano::generate::{GenerationSettings, Generator};
 use cp_piano::model::config::Config;
 use cp_piano::model::cp_rnn::CpRnn;
 use cp_piano::model::cpu::Precision;
-use cp_piano::model::Trainable;
 use cp_piano::music::grid::Grid;
 use cp_piano::tokens::cp;
 
 /// A small random model: what it plays is noise, but every constraint must still hold.
 fn tiny_model(seed: u64) -> CpRnn {
-    let config = Config::preset("tiny").unwrap();
-    let model = Trainable::new(&config, seed, &Device::Cpu).unwrap();
-    let tensors: HashMap<String, Tensor> = model.named_tensors().into_iter().collect();
-    CpRnn::from_tensors(&config, &tensors, Precision::F32).unwrap()
+    cp_piano::bench::random_rnn(&Config::preset("tiny").unwrap(), seed, Precision::F32).unwrap()
 }
 
 #[test]
@@ -65,6 +59,39 @@ fn a_prime_comes_out_unchanged_and_regenerating_from_a_bar_keeps_the_bars_before
     assert!(grid.bars > 6, "the song goes on after the kept bars");
     // Asking for more bars than the prime has keeps all of it (but its EOS).
     assert_eq!(cp::first_bars(&words, 99), &words[..words.len() - 1]);
+}
+
+#[test]
+fn regenerating_from_bar_n_keeps_every_word_before_it_and_equals_a_primed_song() {
+    let model = tiny_model(6);
+    let settings = GenerationSettings { seed: 21, min_bars: 10, max_bars: Some(14), ..Default::default() };
+    for remember in [true, false] {
+        let mut generator = Generator::new(&model, settings.clone());
+        if remember {
+            generator = generator.remember_bars().unwrap();
+        }
+        let original_grid = generator.run_to_end();
+        let original = generator.words().to_vec();
+        assert!(original_grid.bars >= 10, "the tiny model wrote {} bars", original_grid.bars);
+        // Bars 9, then 4, then 1 (the whole song), each from the song the last one left.
+        let mut song = original.clone();
+        for (bar, seed) in [(9u32, 5u64), (4, 6), (1, 7)] {
+            generator.regenerate_from_bar(bar, seed).unwrap();
+            let grid = generator.run_to_end();
+            let kept = cp::first_bars(&song, bar - 1);
+            assert_eq!(&generator.words()[..kept.len()], kept, "bar {bar}: the words before it are kept");
+            let before = |g: &Grid| g.slots.iter().filter(|s| s.position < (bar - 1) * 16).cloned().collect::<Vec<_>>();
+            assert_eq!(before(&grid), before(&cp::decode(&song).grid), "bar {bar}: the notes before it, bit for bit");
+            let primed = Generator::with_prime(&model, GenerationSettings { seed, ..settings.clone() }, kept).run_to_end();
+            assert_eq!(grid, primed, "bar {bar}: the same song as primed with the kept bars at that seed");
+            assert_eq!(generator.settings().seed, seed);
+            song = generator.words().to_vec();
+        }
+        assert_ne!(song, original, "a new seed gives a new song");
+        let err = generator.regenerate_from_bar(999, 1).unwrap_err();
+        assert!(err.to_string().contains("bar 999 is not in the song"), "{err}");
+        assert_eq!(generator.words(), &song[..], "a refused regeneration changes nothing");
+    }
 }
 
 #[test]
@@ -148,4 +175,31 @@ fn two_hands_put_every_note_on_exactly_one_of_two_channels() {
     assert_eq!(heard.len(), song.notes.len(), "every note once");
     assert!(heard.iter().all(|&(p, c)| (c == 1) == cp_piano::music::song::is_left_hand(p)));
     assert!(heard.iter().any(|h| h.1 == 0) && heard.iter().any(|h| h.1 == 1), "both hands play");
+}
+
+#[test]
+fn k_takes_are_k_different_songs_each_the_same_as_its_seed_alone() {
+    use cp_piano::generate::takes::Takes;
+    for precision in [Precision::Int8, Precision::F32] {
+        let model = cp_piano::bench::random_rnn(&Config::preset("tiny").unwrap(), 8, precision).unwrap();
+        let settings = GenerationSettings { seed: 40, min_bars: 2, max_bars: Some(12), max_words: 600, ..Default::default() };
+        let mut takes = Takes::new(&model, &settings, &[], 5).unwrap();
+        let grids = takes.run_to_end();
+        assert_eq!(grids.len(), 5);
+        for (i, take) in takes.takes().iter().enumerate() {
+            let mut alone = Generator::new(&model, GenerationSettings { seed: 40 + i as u64, ..settings.clone() });
+            alone.run_to_end();
+            assert_eq!(take.words(), alone.words(), "{precision:?}: take {i} is the song of seed {} alone", 40 + i);
+            assert_eq!(take.finish(), alone.finish());
+        }
+        for i in 0..5 {
+            for j in i + 1..5 {
+                assert_ne!(takes.takes()[i].words(), takes.takes()[j].words(), "takes {i} and {j} differ");
+            }
+        }
+        // Takes that end early drop out while the others go on.
+        let lengths: Vec<usize> = takes.takes().iter().map(|t| t.words().len()).collect();
+        assert!(lengths.iter().any(|&l| l != lengths[0]), "the takes have different lengths: {lengths:?}");
+    }
+    assert!(Takes::new(&tiny_model(1), &GenerationSettings::default(), &[], 9).is_err(), "at most 8 takes");
 }

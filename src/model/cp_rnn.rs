@@ -16,7 +16,7 @@ use candle_core::Tensor;
 use crate::tokens::cp::{Family, Word, FAMILIES};
 use crate::model::config::Config;
 use crate::model::cp_transformer::{ATTENTION_EPS, AFTER_TYPE};
-use crate::model::cpu::{add_positional_encoding, gelu, layer_norm, phi, sinusoid_rates, tensor_f32, Linear, Norm, Precision};
+use crate::model::cpu::{add_positional_encoding, gelu, layer_norm, phi, sinusoid_rates, tensor_f32, Linear, Norm, Precision, MAX_ROWS};
 
 struct Layer {
     query: Linear,
@@ -44,7 +44,8 @@ pub struct CpRnn {
     pe_rates: Vec<f64>,
 }
 
-/// Per-song state: attention sums per layer and scratch buffers (allocated once).
+/// Per-song state: attention sums per layer, the last hidden state, and work buffers
+/// (allocated once).
 #[derive(Clone)]
 pub struct RnnState {
     /// Per layer: heads x head_dim x head_dim.
@@ -53,8 +54,19 @@ pub struct RnnState {
     z: Vec<Vec<f32>>,
     /// Words fed so far (the position of the next word).
     pub position: usize,
-    x: Vec<f32>,
+    /// The final hidden state after the last word.
+    pub hidden: Vec<f32>,
+    /// Work buffers for this song alone.
+    rows: Rows,
+}
+
+/// Work buffers for `n` songs advanced together (one row each): the activations of one word
+/// per song between the layers.
+#[derive(Clone, Default)]
+pub struct Rows {
+    n: usize,
     emb: Vec<f32>,
+    x: Vec<f32>,
     q: Vec<f32>,
     k: Vec<f32>,
     v: Vec<f32>,
@@ -62,9 +74,63 @@ pub struct RnnState {
     tmp: Vec<f32>,
     ffn: Vec<f32>,
     concat: Vec<f32>,
-    /// The final hidden state after the last word.
-    pub hidden: Vec<f32>,
     conditioned: Vec<f32>,
+    logits: Vec<f32>,
+}
+
+impl Rows {
+    /// Buffers for up to `n` songs (n <= `cpu::MAX_ROWS`).
+    pub fn new(config: &Config, n: usize) -> Rows {
+        assert!((1..=MAX_ROWS).contains(&n), "1..={MAX_ROWS} songs at once");
+        let d = config.d_model;
+        let widest_head = AFTER_TYPE.iter().map(|f| config.vocab_sizes[f.index()]).max().unwrap_or(0);
+        Rows {
+            n,
+            emb: vec![0.0; n * config.emb_total()],
+            x: vec![0.0; n * d],
+            q: vec![0.0; n * d],
+            k: vec![0.0; n * d],
+            v: vec![0.0; n * d],
+            att: vec![0.0; n * d],
+            tmp: vec![0.0; n * d],
+            ffn: vec![0.0; n * config.d_ff],
+            concat: vec![0.0; n * (d + config.emb_sizes[Family::Type.index()])],
+            conditioned: vec![0.0; n * d],
+            logits: vec![0.0; n * widest_head],
+        }
+    }
+}
+
+/// Linear attention of one word for one layer and head: adds phi(k) v^T to S and phi(k) to z,
+/// then out = phi(q)^T S / (phi(q)^T z + eps). q and k are overwritten with phi of themselves.
+fn attend(s: &mut [f32], z: &mut [f32], q: &mut [f32], k: &mut [f32], v: &[f32], out: &mut [f32]) {
+    let dh = q.len();
+    q.iter_mut().for_each(|x| *x = phi(*x));
+    k.iter_mut().for_each(|x| *x = phi(*x));
+    for i in 0..dh {
+        z[i] += k[i];
+        let row = &mut s[i * dh..(i + 1) * dh];
+        for (r, vj) in row.iter_mut().zip(v) {
+            *r += k[i] * vj;
+        }
+    }
+    let den = q.iter().zip(z.iter()).map(|(a, b)| a * b).sum::<f32>() + ATTENTION_EPS as f32;
+    out.iter_mut().for_each(|o| *o = 0.0);
+    for i in 0..dh {
+        let row = &s[i * dh..(i + 1) * dh];
+        for (o, r) in out.iter_mut().zip(row) {
+            *o += q[i] * r;
+        }
+    }
+    out.iter_mut().for_each(|o| *o /= den);
+}
+
+/// x = LayerNorm(x + t), row by row.
+fn add_and_norm(x: &mut [f32], t: &[f32], norm: &Norm, d: usize) {
+    for (x, t) in x.chunks_mut(d).zip(t.chunks(d)) {
+        x.iter_mut().zip(t).for_each(|(x, t)| *x += t);
+        layer_norm(x, &norm.weight, &norm.bias);
+    }
 }
 
 impl CpRnn {
@@ -134,79 +200,73 @@ impl CpRnn {
             s: vec![vec![0.0; h * dh * dh]; c.n_layers],
             z: vec![vec![0.0; h * dh]; c.n_layers],
             position: 0,
-            x: vec![0.0; d],
-            emb: vec![0.0; c.emb_total()],
-            q: vec![0.0; d],
-            k: vec![0.0; d],
-            v: vec![0.0; d],
-            att: vec![0.0; d],
-            tmp: vec![0.0; d],
-            ffn: vec![0.0; c.d_ff],
-            concat: vec![0.0; d + c.emb_sizes[Family::Type.index()]],
             hidden: vec![0.0; d],
-            conditioned: vec![0.0; d],
+            rows: Rows::new(c, 1),
         }
     }
 
     /// Feeds one word at the state's position; afterwards `state.hidden` predicts the next word.
     /// Ids outside their family are clamped to ignore (0).
     pub fn step(&self, state: &mut RnnState, word: Word) {
+        let mut rows = std::mem::take(&mut state.rows);
+        self.step_many(&mut [&mut *state], &[word], &mut rows);
+        state.rows = rows;
+    }
+
+    /// Feeds one word to each of several songs at once (`rows` sized for at least as many),
+    /// reading each weight once for all of them. Each state ends exactly as `step` leaves it.
+    pub fn step_many(&self, states: &mut [&mut RnnState], words: &[Word], rows: &mut Rows) {
         let c = &self.config;
-        let (h, dh) = (c.n_heads, c.head_dim());
-        let mut at = 0;
-        for f in Family::ALL {
-            let e = c.emb_sizes[f.index()];
-            let id = word.0[f.index()] as usize;
-            let id = if id < c.vocab_sizes[f.index()] { id } else { 0 };
-            state.emb[at..at + e].copy_from_slice(&self.embeddings[f.index()][id * e..(id + 1) * e]);
-            at += e;
-        }
-        self.in_linear.forward(&state.emb, &mut state.x);
-        let p = state.position as f64;
-        add_positional_encoding(p, &self.pe_rates, &mut state.x);
-        for (l, layer) in self.layers.iter().enumerate() {
-            layer.query.forward(&state.x, &mut state.q);
-            layer.key.forward(&state.x, &mut state.k);
-            layer.value.forward(&state.x, &mut state.v);
-            let (s, z) = (&mut state.s[l], &mut state.z[l]);
-            for head in 0..h {
-                let q = &mut state.q[head * dh..(head + 1) * dh];
-                let k = &mut state.k[head * dh..(head + 1) * dh];
-                let v = &state.v[head * dh..(head + 1) * dh];
-                q.iter_mut().for_each(|x| *x = phi(*x));
-                k.iter_mut().for_each(|x| *x = phi(*x));
-                let sh = &mut s[head * dh * dh..(head + 1) * dh * dh];
-                let zh = &mut z[head * dh..(head + 1) * dh];
-                for i in 0..dh {
-                    zh[i] += k[i];
-                    let row = &mut sh[i * dh..(i + 1) * dh];
-                    for (r, vj) in row.iter_mut().zip(v) {
-                        *r += k[i] * vj;
-                    }
-                }
-                let den = q.iter().zip(zh.iter()).map(|(a, b)| a * b).sum::<f32>() + ATTENTION_EPS as f32;
-                let out = &mut state.att[head * dh..(head + 1) * dh];
-                out.iter_mut().for_each(|o| *o = 0.0);
-                for i in 0..dh {
-                    let row = &sh[i * dh..(i + 1) * dh];
-                    for (o, r) in out.iter_mut().zip(row) {
-                        *o += q[i] * r;
-                    }
-                }
-                out.iter_mut().for_each(|o| *o /= den);
+        let n = states.len();
+        assert!(n == words.len() && n <= rows.n);
+        let (d, h, dh, e_total) = (c.d_model, c.n_heads, c.head_dim(), c.emb_total());
+        for (j, word) in words.iter().enumerate() {
+            let mut at = j * e_total;
+            for f in Family::ALL {
+                let e = c.emb_sizes[f.index()];
+                let id = word.0[f.index()] as usize;
+                let id = if id < c.vocab_sizes[f.index()] { id } else { 0 };
+                rows.emb[at..at + e].copy_from_slice(&self.embeddings[f.index()][id * e..(id + 1) * e]);
+                at += e;
             }
-            layer.out.forward(&state.att, &mut state.tmp);
-            state.x.iter_mut().zip(&state.tmp).for_each(|(x, t)| *x += t);
-            layer_norm(&mut state.x, &layer.norm1.weight, &layer.norm1.bias);
-            layer.ffn_in.forward(&state.x, &mut state.ffn);
-            state.ffn.iter_mut().for_each(|v| *v = gelu(*v));
-            layer.ffn_out.forward(&state.ffn, &mut state.tmp);
-            state.x.iter_mut().zip(&state.tmp).for_each(|(x, t)| *x += t);
-            layer_norm(&mut state.x, &layer.norm2.weight, &layer.norm2.bias);
         }
-        state.hidden.copy_from_slice(&state.x);
-        layer_norm(&mut state.hidden, &self.final_norm.weight, &self.final_norm.bias);
-        state.position += 1;
+        let x = &mut rows.x[..n * d];
+        self.in_linear.forward_many(&rows.emb[..n * e_total], x, n);
+        for (state, x) in states.iter().zip(x.chunks_mut(d)) {
+            add_positional_encoding(state.position as f64, &self.pe_rates, x);
+        }
+        for (l, layer) in self.layers.iter().enumerate() {
+            let x = &mut rows.x[..n * d];
+            layer.query.forward_many(x, &mut rows.q[..n * d], n);
+            layer.key.forward_many(x, &mut rows.k[..n * d], n);
+            layer.value.forward_many(x, &mut rows.v[..n * d], n);
+            for (j, state) in states.iter_mut().enumerate() {
+                let (s, z) = (&mut state.s[l], &mut state.z[l]);
+                for head in 0..h {
+                    let at = j * d + head * dh;
+                    attend(
+                        &mut s[head * dh * dh..(head + 1) * dh * dh],
+                        &mut z[head * dh..(head + 1) * dh],
+                        &mut rows.q[at..at + dh],
+                        &mut rows.k[at..at + dh],
+                        &rows.v[at..at + dh],
+                        &mut rows.att[at..at + dh],
+                    );
+                }
+            }
+            layer.out.forward_many(&rows.att[..n * d], &mut rows.tmp[..n * d], n);
+            add_and_norm(x, &rows.tmp[..n * d], &layer.norm1, d);
+            let ffn = &mut rows.ffn[..n * c.d_ff];
+            layer.ffn_in.forward_many(x, ffn, n);
+            ffn.iter_mut().for_each(|v| *v = gelu(*v));
+            layer.ffn_out.forward_many(ffn, &mut rows.tmp[..n * d], n);
+            add_and_norm(x, &rows.tmp[..n * d], &layer.norm2, d);
+        }
+        for (state, x) in states.iter_mut().zip(rows.x.chunks(d)) {
+            state.hidden.copy_from_slice(x);
+            layer_norm(&mut state.hidden, &self.final_norm.weight, &self.final_norm.bias);
+            state.position += 1;
+        }
     }
 
     /// Type logits for the next word, into `out` (3 values).
@@ -217,15 +277,35 @@ impl CpRnn {
     /// Logits of the six other families for the next word given its type, into `out` (family
     /// order; the type entry is left as it is).
     pub fn family_logits(&self, state: &mut RnnState, word_type: u16, out: &mut [Vec<f32>; FAMILIES]) {
+        let mut rows = std::mem::take(&mut state.rows);
+        self.family_logits_many(&mut [(&*state, word_type, out)], &mut rows);
+        state.rows = rows;
+    }
+
+    /// `family_logits` for several songs at once, each weight read once for all of them; each
+    /// result is exactly what `family_logits` gives alone.
+    pub fn family_logits_many(&self, songs: &mut [(&RnnState, u16, &mut [Vec<f32>; FAMILIES])], rows: &mut Rows) {
         let c = &self.config;
+        let n = songs.len();
+        assert!(n <= rows.n);
+        if n == 0 {
+            return;
+        }
         let d = c.d_model;
         let e = c.emb_sizes[Family::Type.index()];
-        let t = (word_type as usize).min(c.vocab_sizes[Family::Type.index()] - 1);
-        state.concat[..d].copy_from_slice(&state.hidden);
-        state.concat[d..].copy_from_slice(&self.embeddings[Family::Type.index()][t * e..(t + 1) * e]);
-        self.type_concat.forward(&state.concat, &mut state.conditioned);
+        for (j, (state, word_type, _)) in songs.iter().enumerate() {
+            let t = (*word_type as usize).min(c.vocab_sizes[Family::Type.index()] - 1);
+            let row = &mut rows.concat[j * (d + e)..(j + 1) * (d + e)];
+            row[..d].copy_from_slice(&state.hidden);
+            row[d..].copy_from_slice(&self.embeddings[Family::Type.index()][t * e..(t + 1) * e]);
+        }
+        self.type_concat.forward_many(&rows.concat[..n * (d + e)], &mut rows.conditioned[..n * d], n);
         for (head, f) in self.heads.iter().zip(AFTER_TYPE) {
-            head.forward(&state.conditioned, &mut out[f.index()]);
+            let vocab = c.vocab_sizes[f.index()];
+            head.forward_many(&rows.conditioned[..n * d], &mut rows.logits[..n * vocab], n);
+            for (j, (_, _, out)) in songs.iter_mut().enumerate() {
+                out[f.index()].copy_from_slice(&rows.logits[j * vocab..(j + 1) * vocab]);
+            }
         }
     }
 

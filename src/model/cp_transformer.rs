@@ -187,6 +187,7 @@ impl CpTransformer {
 /// The recurrent form on the model's own device (how generation runs on CUDA): per layer the
 /// attention sums S = sum phi(k) v^T (heads, dh, dh) and z = sum phi(k) (heads, 1, dh), the
 /// next word's position, and the hidden state after the last word.
+#[derive(Clone)]
 pub struct DeviceState {
     s: Vec<Tensor>,
     z: Vec<Tensor>,

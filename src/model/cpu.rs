@@ -69,6 +69,8 @@ pub enum Precision {
 const BLOCK: usize = 32;
 /// Widest input the int8 path quantises on the stack.
 const MAX_INT8_COLS: usize = 4096;
+/// Most inputs `Linear::forward_many` takes at once (the most takes generated together).
+pub const MAX_ROWS: usize = 8;
 
 /// A weight matrix (rows = outputs).
 #[derive(Debug, Clone)]
@@ -141,24 +143,27 @@ impl Linear {
 
     /// out = W x + b.
     pub fn forward(&self, x: &[f32], out: &mut [f32]) {
-        debug_assert_eq!(x.len(), self.cols);
-        debug_assert_eq!(out.len(), self.rows);
+        self.forward_many(x, out, 1)
+    }
+
+    /// out_j = W x_j + b for `n` inputs at once (`xs`: n rows of `cols`, `outs`: n rows of
+    /// `rows`; n <= `MAX_ROWS`), each weight block read once for all of them. Each output is
+    /// bit for bit what `forward` gives for its input alone (the same sums in the same order).
+    pub fn forward_many(&self, xs: &[f32], outs: &mut [f32], n: usize) {
+        assert!((1..=MAX_ROWS).contains(&n) && xs.len() == n * self.cols && outs.len() == n * self.rows);
         match &self.w {
-            Matrix::F32(w) => kernels::matvec_f32(w, x, &self.b, out),
-            Matrix::Int8 { q, scales, padded_cols } => {
-                // Quantise the input per block on the stack: no allocation per word.
-                let mut xq = [0i8; MAX_INT8_COLS];
-                let mut xs = [0f32; MAX_INT8_COLS / BLOCK];
-                let blocks = padded_cols / BLOCK;
-                for b in 0..blocks {
-                    let mut block = [0f32; BLOCK];
-                    let end = ((b + 1) * BLOCK).min(x.len());
-                    if b * BLOCK < end {
-                        block[..end - b * BLOCK].copy_from_slice(&x[b * BLOCK..end]);
-                    }
-                    xs[b] = kernels::quantise_block(&block, &mut xq[b * BLOCK..(b + 1) * BLOCK]);
+            Matrix::F32(w) => {
+                for (x, out) in xs.chunks(self.cols).zip(outs.chunks_mut(self.rows)) {
+                    kernels::matvec_f32(w, x, &self.b, out)
                 }
-                kernels::matvec_q8(q, scales, &xq[..*padded_cols], &xs[..blocks], &self.b, out)
+            }
+            // One input quantises into a small stack buffer (zeroing the big one per call would
+            // cost ~10 % of a word).
+            Matrix::Int8 { q, scales, padded_cols } if n == 1 => {
+                quantised_matvec::<MAX_INT8_COLS, { MAX_INT8_COLS / BLOCK }>(q, scales, *padded_cols, self.cols, &self.b, xs, outs, n)
+            }
+            Matrix::Int8 { q, scales, padded_cols } => {
+                quantised_matvec::<{ MAX_ROWS * MAX_INT8_COLS }, { MAX_ROWS * MAX_INT8_COLS / BLOCK }>(q, scales, *padded_cols, self.cols, &self.b, xs, outs, n)
             }
         }
     }
@@ -171,6 +176,28 @@ impl Linear {
         };
         weights + self.b.len() * 4
     }
+}
+
+/// Quantises `n` inputs per block on the stack (`CAP` bytes and `SCALES` scales: no allocation per word) and
+/// multiplies them by the int8 matrix.
+#[allow(clippy::too_many_arguments)]
+fn quantised_matvec<const CAP: usize, const SCALES: usize>(q: &[i8], scales: &[f32], padded_cols: usize, cols: usize, b: &[f32], xs: &[f32], outs: &mut [f32], n: usize) {
+    let mut xq = [0i8; CAP];
+    let mut xsc = [0f32; SCALES];
+    let blocks = padded_cols / BLOCK;
+    assert!(n * padded_cols <= CAP && n * blocks <= SCALES);
+    for (j, x) in xs.chunks(cols).enumerate() {
+        for b in 0..blocks {
+            let mut block = [0f32; BLOCK];
+            let end = ((b + 1) * BLOCK).min(x.len());
+            if b * BLOCK < end {
+                block[..end - b * BLOCK].copy_from_slice(&x[b * BLOCK..end]);
+            }
+            let at = j * padded_cols + b * BLOCK;
+            xsc[j * blocks + b] = kernels::quantise_block(&block, &mut xq[at..at + BLOCK]);
+        }
+    }
+    kernels::matvec_q8(q, scales, &xq[..n * padded_cols], &xsc[..n * blocks], b, outs, n)
 }
 
 pub use kernels::dot;
@@ -215,44 +242,58 @@ mod kernels {
         scale
     }
 
-    fn q8_generic(q: &[i8], scales: &[f32], xq: &[i8], xs: &[f32], b: &[f32], out: &mut [f32]) {
-        let cols = xq.len();
-        let blocks = xs.len();
-        for (r, o) in out.iter_mut().enumerate() {
+    /// `n` inputs (`xq`: n rows of the padded width, `xs`: n rows of block scales) against the
+    /// int8 rows of `q`; `out`: n rows of `b.len()`.
+    fn q8_generic(q: &[i8], scales: &[f32], xq: &[i8], xs: &[f32], b: &[f32], out: &mut [f32], n: usize) {
+        let cols = xq.len() / n;
+        let blocks = xs.len() / n;
+        let rows = b.len();
+        for r in 0..rows {
             let row = &q[r * cols..(r + 1) * cols];
-            let mut sum = 0f32;
-            for k in 0..blocks {
-                let dot: i32 = row[k * BLOCK..(k + 1) * BLOCK].iter().zip(&xq[k * BLOCK..(k + 1) * BLOCK]).map(|(&a, &c)| a as i32 * c as i32).sum();
-                sum += dot as f32 * scales[r * blocks + k] * xs[k];
+            for j in 0..n {
+                let (x, x_scales) = (&xq[j * cols..(j + 1) * cols], &xs[j * blocks..(j + 1) * blocks]);
+                let mut sum = 0f32;
+                for k in 0..blocks {
+                    let dot: i32 = row[k * BLOCK..(k + 1) * BLOCK].iter().zip(&x[k * BLOCK..(k + 1) * BLOCK]).map(|(&a, &c)| a as i32 * c as i32).sum();
+                    sum += dot as f32 * scales[r * blocks + k] * x_scales[k];
+                }
+                out[j * rows + r] = sum + b[r];
             }
-            *o = sum + b[r];
         }
     }
 
-    /// int8 x int8 dot products with AVX2: |w| (unsigned) times x carrying w's sign, pairs
-    /// summed to i16 then i32, scaled per block and accumulated in f32.
+    /// int8 x int8 dot products with AVX2 for `N` inputs at once: each weight block is loaded
+    /// once; |w| (unsigned) times x carrying w's sign, pairs summed to i16 then i32, scaled per
+    /// block and accumulated in f32, one accumulator per input (so `N` does not change a sum).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn q8_avx2(q: &[i8], scales: &[f32], xq: &[i8], xs: &[f32], b: &[f32], out: &mut [f32]) {
+    unsafe fn q8_avx2<const N: usize>(q: &[i8], scales: &[f32], xq: &[i8], xs: &[f32], b: &[f32], out: &mut [f32]) {
         use std::arch::x86_64::*;
-        let cols = xq.len();
-        let blocks = xs.len();
+        let cols = xq.len() / N;
+        let blocks = xs.len() / N;
+        let rows = b.len();
         let ones = _mm256_set1_epi16(1);
-        for (r, o) in out.iter_mut().enumerate() {
-            let mut acc = _mm256_setzero_ps();
+        for r in 0..rows {
+            let mut acc = [_mm256_setzero_ps(); N];
             let row = q.as_ptr().add(r * cols);
             for k in 0..blocks {
                 let w = _mm256_loadu_si256(row.add(k * BLOCK) as *const __m256i);
-                let x = _mm256_loadu_si256(xq.as_ptr().add(k * BLOCK) as *const __m256i);
-                let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
-                let quads = _mm256_madd_epi16(pairs, ones);
-                let scale = _mm256_set1_ps(*scales.get_unchecked(r * blocks + k) * *xs.get_unchecked(k));
-                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(quads), scale, acc);
+                let w_abs = _mm256_sign_epi8(w, w);
+                let w_scale = *scales.get_unchecked(r * blocks + k);
+                for (j, acc) in acc.iter_mut().enumerate() {
+                    let x = _mm256_loadu_si256(xq.as_ptr().add(j * cols + k * BLOCK) as *const __m256i);
+                    let pairs = _mm256_maddubs_epi16(w_abs, _mm256_sign_epi8(x, w));
+                    let quads = _mm256_madd_epi16(pairs, ones);
+                    let scale = _mm256_set1_ps(w_scale * *xs.get_unchecked(j * blocks + k));
+                    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(quads), scale, *acc);
+                }
             }
-            let half = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-            let quarter = _mm_add_ps(half, _mm_movehl_ps(half, half));
-            let single = _mm_add_ss(quarter, _mm_shuffle_ps(quarter, quarter, 1));
-            *o = _mm_cvtss_f32(single) + b[r];
+            for (j, acc) in acc.iter().enumerate() {
+                let half = _mm_add_ps(_mm256_castps256_ps128(*acc), _mm256_extractf128_ps(*acc, 1));
+                let quarter = _mm_add_ps(half, _mm_movehl_ps(half, half));
+                let single = _mm_add_ss(quarter, _mm_shuffle_ps(quarter, quarter, 1));
+                *out.get_unchecked_mut(j * rows + r) = _mm_cvtss_f32(single) + b[r];
+            }
         }
     }
 
@@ -289,15 +330,30 @@ mod kernels {
         f32_generic(w, x, b, out)
     }
 
-    pub fn matvec_q8(q: &[i8], scales: &[f32], xq: &[i8], xs: &[f32], b: &[f32], out: &mut [f32]) {
-        assert!(q.len() >= out.len() * xq.len() && scales.len() >= out.len() * xs.len() && xq.len() == xs.len() * BLOCK);
+    /// `n` int8 matrix-vector products against the same weights (see `q8_generic`).
+    pub fn matvec_q8(q: &[i8], scales: &[f32], xq: &[i8], xs: &[f32], b: &[f32], out: &mut [f32], n: usize) {
+        let rows = b.len();
+        assert!((1..=super::MAX_ROWS).contains(&n) && xq.len() % n == 0 && xs.len() % n == 0 && out.len() == n * rows);
+        assert!(xq.len() / n == xs.len() / n * BLOCK && q.len() >= rows * (xq.len() / n) && scales.len() >= rows * (xs.len() / n));
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU supports the features the function was compiled for, and the
-            // assertion above keeps every load inside the slices.
-            return unsafe { q8_avx2(q, scales, xq, xs, b, out) };
+            // SAFETY: the CPU supports the features the functions were compiled for, and the
+            // assertions above keep every load and store inside the slices.
+            unsafe {
+                match n {
+                    1 => q8_avx2::<1>(q, scales, xq, xs, b, out),
+                    2 => q8_avx2::<2>(q, scales, xq, xs, b, out),
+                    3 => q8_avx2::<3>(q, scales, xq, xs, b, out),
+                    4 => q8_avx2::<4>(q, scales, xq, xs, b, out),
+                    5 => q8_avx2::<5>(q, scales, xq, xs, b, out),
+                    6 => q8_avx2::<6>(q, scales, xq, xs, b, out),
+                    7 => q8_avx2::<7>(q, scales, xq, xs, b, out),
+                    _ => q8_avx2::<8>(q, scales, xq, xs, b, out),
+                }
+            }
+            return;
         }
-        q8_generic(q, scales, xq, xs, b, out)
+        q8_generic(q, scales, xq, xs, b, out, n)
     }
 }
 
