@@ -113,3 +113,52 @@ fn a_regenerate_while_the_model_loads_and_a_state_load_are_both_acted_on() {
     wait_for("the song for the loaded state", || kept.lock().unwrap().len() == 2);
     drop(worker);
 }
+
+#[test]
+fn regenerate_from_a_bar_keeps_the_bars_before_and_undo_brings_the_old_song_back() {
+    let (producer, mut consumer) = rtrb::RingBuffer::new(1 << 16);
+    let shared = Arc::new(Shared::default());
+    let kept: Arc<Mutex<Vec<StoredSong>>> = Arc::default();
+    let sink = kept.clone();
+    let settings = GenerationSettings { seed: 5, min_bars: 12, max_bars: Some(12), ..Default::default() };
+    let for_requests = settings.clone();
+    let hooks = Hooks { keep: Box::new(move |song: &StoredSong| sink.lock().unwrap().push(song.clone())), ..Hooks::stateless(move || for_requests.clone()) };
+    let worker = spawn(ModelSource::Shipped, shared.clone(), producer, hooks);
+    let drain = |consumer: &mut rtrb::Consumer<SongEvent>| std::iter::from_fn(|| consumer.pop().ok()).collect::<Vec<_>>();
+    worker.commands.send(Command::Generate(settings)).unwrap();
+    wait_for("the song", || kept.lock().unwrap().len() == 1);
+    drain(&mut consumer);
+    let first = kept.lock().unwrap()[0].clone();
+    assert_eq!(first.end, 48.0);
+    let before = |song: &StoredSong, bar: u32| song.notes.iter().filter(|n| n.start < (bar - 1) as f64 * 4.0).copied().collect::<Vec<_>>();
+    let check = |old: &StoredSong, new: &StoredSong, bar: u32| {
+        assert_eq!(before(new, bar), before(old, bar), "the notes before bar {bar} are kept");
+        let kept_words = cp_piano::tokens::cp::first_bars(&old.cp_words.iter().map(|&w| cp_piano::tokens::cp::Word(w)).collect::<Vec<_>>(), bar - 1).len();
+        assert_eq!(new.cp_words[..kept_words], old.cp_words[..kept_words], "and their words");
+        assert_ne!(new.cp_words, old.cp_words, "the bars from {bar} on are new");
+        assert_eq!(new.settings.seed, old.settings.seed + 1, "at the next seed");
+    };
+
+    // From the editor: the live generator regenerates from bar 5.
+    shared.request_regenerate_from(5);
+    wait_for("the regenerated song", || kept.lock().unwrap().len() == 2);
+    let second = kept.lock().unwrap()[1].clone();
+    check(&first, &second, 5);
+    let events = drain(&mut consumer);
+    assert!(matches!(events.first(), Some(SongEvent::Reset { .. })));
+    let notes: Vec<_> = events.iter().filter_map(|e| if let SongEvent::Note(n) = e { Some(*n) } else { None }).collect();
+    assert_eq!(notes, second.notes.iter().map(engine_note).collect::<Vec<_>>(), "the engine gets the whole new song");
+
+    // Undo plays the first song again.
+    shared.undo_requests.fetch_add(1, Ordering::Relaxed);
+    wait_for("the undo", || shared.song.lock().unwrap().as_ref() == Some(&first));
+    wait_for("the first song's end", || matches!(drain(&mut consumer).last(), Some(SongEvent::End(e)) if *e == first.end));
+
+    // A song restored from a saved state (no live generator) regenerates too, by replaying.
+    worker.commands.send(Command::Restore(second.clone())).unwrap();
+    wait_for("the restore", || shared.song.lock().unwrap().as_ref() == Some(&second));
+    worker.commands.send(Command::RegenerateFrom { bar: 9, seed: second.settings.seed + 1 }).unwrap();
+    wait_for("the song regenerated from bar 9", || kept.lock().unwrap().len() == 3);
+    check(&second, &kept.lock().unwrap()[2], 9);
+    drop(worker);
+}

@@ -7,7 +7,7 @@
 //! the editor, MIDI export and the plugin state; the audio thread never touches it.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -16,7 +16,7 @@ use atomic_float::AtomicF64;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use serde::{Deserialize, Serialize};
 
-use crate::tokens::cp::Event;
+use crate::tokens::cp::{Event, Word};
 use crate::playback::engine::{self, SongEvent};
 use crate::generate::{Finish, GenerationSettings, Generator, Inference, NoteEvent};
 use crate::model::cpu::Precision;
@@ -57,6 +57,10 @@ pub struct StoredSong {
     pub end: f64,
     pub ended_with_eos: bool,
     pub words: usize,
+    /// The song's CP words (token ids per family), so a reopened project can regenerate from a
+    /// bar. Empty in states saved before they were kept.
+    #[serde(default)]
+    pub cp_words: Vec<[u16; crate::tokens::cp::FAMILIES]>,
 }
 
 impl StoredSong {
@@ -87,6 +91,11 @@ pub struct Shared {
     pub bars: AtomicU32,
     /// Bumped by the audio thread when the Regenerate parameter fires.
     pub regenerate_requests: AtomicU32,
+    /// "Regenerate from bar N" (the editor): requests so far in the high 32 bits, the bar (from
+    /// 1) in the low 32, in one atomic so the two always agree (`request_regenerate_from`).
+    pub regenerate_from: AtomicU64,
+    /// Bumped by the editor's Undo: the song before the last regeneration plays again.
+    pub undo_requests: AtomicU32,
     /// What playback is doing (`engine::PlayState as u8`), written by the audio thread.
     pub play_state: AtomicU8,
     /// The playhead in song beats, written by the audio thread.
@@ -128,6 +137,12 @@ impl Shared {
         }
     }
 
+    /// Asks the worker to keep bars 1..`bar` - 1 of the current song and write the rest anew.
+    pub fn request_regenerate_from(&self, bar: u32) {
+        let count = (self.regenerate_from.load(Ordering::Relaxed) >> 32) + 1;
+        self.regenerate_from.store(count << 32 | bar as u64, Ordering::Relaxed);
+    }
+
     /// The host tempo last seen (120 before any).
     pub fn tempo(&self) -> f64 {
         match self.tempo.load(Ordering::Relaxed) {
@@ -142,6 +157,11 @@ impl Shared {
 pub enum Command {
     /// Generate a new song.
     Generate(GenerationSettings),
+    /// Keep bars 1..`bar` - 1 of the current song (bars count from 1) and write the rest anew at
+    /// `seed`, with the song's settings. The song before becomes the undo.
+    RegenerateFrom { bar: u32, seed: u64 },
+    /// Swap back to the song before the last regeneration (again: redo).
+    Undo,
     /// Play a song generated before (from the plugin state), without the model.
     Restore(StoredSong),
     Shutdown,
@@ -210,7 +230,12 @@ pub fn spawn(source: ModelSource, shared: Arc<Shared>, ring: rtrb::Producer<Song
     let thread_shared = shared.clone();
     // What counts as new is fixed here, before the thread starts, so a Regenerate pressed while
     // the model loads (or before the thread runs) is not lost.
-    let seen = Seen { requests: shared.regenerate_requests.load(Ordering::Relaxed), loads: (hooks.state_loads)() };
+    let seen = Seen {
+        requests: shared.regenerate_requests.load(Ordering::Relaxed),
+        loads: (hooks.state_loads)(),
+        regenerate_from: shared.regenerate_from.load(Ordering::Relaxed) >> 32,
+        undos: shared.undo_requests.load(Ordering::Relaxed),
+    };
     let thread = std::thread::Builder::new()
         .name("cp-piano-worker".into())
         .spawn(move || run(source, ring, receiver, thread_shared, hooks, seen))
@@ -247,155 +272,250 @@ fn push(ring: &mut rtrb::Producer<SongEvent>, event: SongEvent, receiver: &Recei
     }
 }
 
-/// A regeneration or a state load that happened since the worker last looked.
-fn news(shared: &Shared, hooks: &Hooks, seen_requests: &mut u32, seen_loads: &mut u64) -> Option<Command> {
+/// A regeneration, an undo or a state load that happened since the worker last looked.
+fn news(shared: &Shared, hooks: &Hooks, seen: &mut Seen) -> Option<Command> {
     let loads = (hooks.state_loads)();
-    if loads != *seen_loads {
-        *seen_loads = loads;
+    if loads != seen.loads {
+        seen.loads = loads;
         return Some(hooks.command_for(&(hooks.saved_song)()));
     }
     let requests = shared.regenerate_requests.load(Ordering::Relaxed);
-    if requests != *seen_requests {
-        *seen_requests = requests;
+    if requests != seen.requests {
+        seen.requests = requests;
         return Some(Command::Generate((hooks.settings)()));
+    }
+    let from = shared.regenerate_from.load(Ordering::Relaxed);
+    if from >> 32 != seen.regenerate_from {
+        seen.regenerate_from = from >> 32;
+        // A new seed each time: the song's seed moved on by the request count.
+        let seed = shared.song.lock().ok().and_then(|s| s.as_ref().map(|s| s.settings.seed)).unwrap_or(0);
+        return Some(Command::RegenerateFrom { bar: from as u32, seed: seed.wrapping_add(1) });
+    }
+    let undos = shared.undo_requests.load(Ordering::Relaxed);
+    if undos != seen.undos {
+        seen.undos = undos;
+        return Some(Command::Undo);
     }
     None
 }
 
-/// The regeneration requests and state loads the worker has acted on.
+/// The requests and state loads the worker has acted on.
 struct Seen {
     requests: u32,
     loads: u64,
+    regenerate_from: u64,
+    undos: u32,
 }
 
-fn run(source: ModelSource, mut ring: rtrb::Producer<SongEvent>, receiver: Receiver<Command>, shared: Arc<Shared>, hooks: Hooks, seen: Seen) {
-    let (mut seen_requests, mut seen_loads) = (seen.requests, seen.loads);
+/// The worker's channels to the rest of the plugin.
+struct Io {
+    ring: rtrb::Producer<SongEvent>,
+    receiver: Receiver<Command>,
+    shared: Arc<Shared>,
+    hooks: Hooks,
+    seen: Seen,
+    /// A command that arrived while the worker was busy.
+    pending: Option<Command>,
+}
+
+/// How streaming a song ended.
+enum Streamed {
+    Done(StoredSong),
+    /// A new command cut it short.
+    Interrupted,
+    Shutdown,
+}
+
+impl Io {
+    /// Pushes into the ring, waiting while it is full; false if a shutdown came meanwhile.
+    fn push(&mut self, event: SongEvent) -> bool {
+        push(&mut self.ring, event, &self.receiver, &mut self.pending)
+    }
+
+    fn fail(&self, message: String) {
+        *self.shared.error.lock().expect("error lock") = message;
+        self.shared.status.store(Status::Error as u8, Ordering::Relaxed);
+    }
+
+    /// Plays a stored song: a reset, its notes, its end. False on shutdown.
+    fn play_stored(&mut self, song: &StoredSong) -> bool {
+        let mut ok = self.push(SongEvent::Reset { state: self.seen.loads });
+        for n in &song.notes {
+            ok = ok && self.push(SongEvent::Note(engine_note(n)));
+        }
+        ok && self.push(SongEvent::End(song.end))
+    }
+
+    /// Streams a song as it is generated: a reset, the notes already kept (`notes`, bars before
+    /// the generator's first new word), then each new note and bar marker; the editor sees it bar
+    /// by bar. Any new command cuts it short.
+    fn stream(&mut self, generator: &mut Generator<'_, Inference>, mut notes: Vec<NoteEvent>) -> Streamed {
+        self.shared.status.store(Status::Generating as u8, Ordering::Relaxed);
+        if !self.push(SongEvent::Reset { state: self.seen.loads }) {
+            return Streamed::Shutdown;
+        }
+        for n in &notes {
+            if !self.push(SongEvent::Note(engine_note(n))) {
+                return Streamed::Shutdown;
+            }
+        }
+        let stored = |generator: &Generator<'_, Inference>, notes: &[NoteEvent], end: f64, eos: bool| StoredSong {
+            settings: generator.settings().clone(),
+            notes: notes.to_vec(),
+            end,
+            ended_with_eos: eos,
+            words: generator.words().len(),
+            cp_words: generator.words().iter().map(|w| w.0).collect(),
+        };
+        if generator.bars() > 0 && !self.push(SongEvent::ReadyUntil(generator.bars() as f64 * 4.0)) {
+            return Streamed::Shutdown;
+        }
+        while let Some(step) = generator.next_step() {
+            let event = match step.event {
+                Event::Note(n) => {
+                    let note = NoteEvent::from_placed(&n);
+                    notes.push(note);
+                    Some(SongEvent::Note(engine_note(&note)))
+                }
+                Event::Bar(b) => {
+                    if let Ok(mut shown) = self.shared.song.try_lock() {
+                        *shown = Some(stored(generator, &notes, b as f64 * 4.0, false));
+                    }
+                    Some(SongEvent::ReadyUntil(b as f64 * 4.0))
+                }
+                _ => None,
+            };
+            if let Some(e) = event {
+                if !self.push(e) {
+                    return Streamed::Shutdown;
+                }
+            }
+            self.shared.words.store(generator.words().len() as u32, Ordering::Relaxed);
+            self.shared.bars.store(generator.bars(), Ordering::Relaxed);
+            // A new command (regenerate, restore, state load, shutdown) cuts this song short.
+            if self.pending.is_none() {
+                self.pending = self.receiver.try_recv().ok();
+            }
+            if self.pending.is_none() {
+                self.pending = news(&self.shared, &self.hooks, &mut self.seen);
+            }
+            if self.pending.is_some() {
+                return Streamed::Interrupted;
+            }
+        }
+        let end = generator.grid().bars as f64 * 4.0;
+        if !self.push(SongEvent::End(end)) {
+            return Streamed::Shutdown;
+        }
+        Streamed::Done(stored(generator, &notes, end, generator.finish() == Some(Finish::Eos)))
+    }
+}
+
+fn run(source: ModelSource, ring: rtrb::Producer<SongEvent>, receiver: Receiver<Command>, shared: Arc<Shared>, hooks: Hooks, seen: Seen) {
     shared.status.store(Status::Loading as u8, Ordering::Relaxed);
+    let mut io = Io { ring, receiver, shared: shared.clone(), hooks, seen, pending: None };
     let model = match load(&source) {
         Ok(m) => Some(m),
         Err(e) => {
-            *shared.error.lock().expect("error lock") = format!("cannot load the model: {e:#}");
-            shared.status.store(Status::Error as u8, Ordering::Relaxed);
+            io.fail(format!("cannot load the model: {e:#}"));
             None
         }
     };
     if model.is_some() {
         shared.status.store(Status::Ready as u8, Ordering::Relaxed);
     }
-    let mut pending: Option<Command> = None;
+    // The current song's generator (its bar states kept, for a fast regenerate from a bar), the
+    // current song and the one before it (the undo).
+    let mut live: Option<Generator<'_, Inference>> = None;
+    let mut current: Option<StoredSong> = None;
+    let mut previous: Option<StoredSong> = None;
     loop {
-        let command = match pending.take() {
+        let command = match io.pending.take() {
             Some(c) => c,
-            None => match receiver.recv_timeout(Duration::from_millis(20)) {
+            None => match io.receiver.recv_timeout(Duration::from_millis(20)) {
                 Ok(c) => c,
-                Err(RecvTimeoutError::Timeout) => match news(&shared, &hooks, &mut seen_requests, &mut seen_loads) {
+                Err(RecvTimeoutError::Timeout) => match news(&shared, &io.hooks, &mut io.seen) {
                     Some(c) => c,
                     None => continue,
                 },
                 Err(RecvTimeoutError::Disconnected) => return,
             },
         };
-        match command {
+        let (mut generator, kept) = match command {
             Command::Shutdown => return,
             Command::Restore(song) => {
-                let mut ok = push(&mut ring, SongEvent::Reset { state: seen_loads }, &receiver, &mut pending);
-                for n in &song.notes {
-                    ok = ok && push(&mut ring, SongEvent::Note(engine_note(n)), &receiver, &mut pending);
-                }
-                ok = ok && push(&mut ring, SongEvent::End(song.end), &receiver, &mut pending);
-                if !ok {
+                live = None;
+                if !io.play_stored(&song) {
                     return;
                 }
                 shared.words.store(song.words as u32, Ordering::Relaxed);
                 shared.bars.store((song.end / 4.0) as u32, Ordering::Relaxed);
-                *shared.song.lock().expect("song lock") = Some(song);
+                *shared.song.lock().expect("song lock") = Some(song.clone());
+                current = Some(song);
                 if model.is_some() {
                     shared.status.store(Status::Ready as u8, Ordering::Relaxed);
                 }
+                continue;
+            }
+            Command::Undo => {
+                let Some(song) = previous.take() else { continue };
+                previous = current.take();
+                io.pending = Some(Command::Restore(song));
+                continue;
             }
             Command::Generate(settings) => {
                 let Some(model) = &model else { continue };
-                shared.status.store(Status::Generating as u8, Ordering::Relaxed);
                 *shared.song.lock().expect("song lock") = None;
-                if !push(&mut ring, SongEvent::Reset { state: seen_loads }, &receiver, &mut pending) {
-                    return;
-                }
-                let mut generator = match Generator::try_with_prime(model, settings.clone(), &[crate::tokens::cp::Word::BAR]) {
-                    Ok(g) => g,
+                previous = current.take().or(previous);
+                match Generator::try_with_prime(model, settings, &[Word::BAR]).and_then(Generator::remember_bars) {
+                    Ok(g) => (g, Vec::new()),
                     Err(e) => {
-                        *shared.error.lock().expect("error lock") = format!("the model failed: {e}");
-                        shared.status.store(Status::Error as u8, Ordering::Relaxed);
+                        io.fail(format!("the model failed: {e}"));
                         continue;
                     }
-                };
-                let mut notes = Vec::new();
-                let mut interrupted = false;
-                while let Some(step) = generator.next_step() {
-                    let event = match step.event {
-                        Event::Note(n) => {
-                            let note = NoteEvent::from_placed(&n);
-                            notes.push(note);
-                            Some(SongEvent::Note(engine_note(&note)))
-                        }
-                        Event::Bar(b) => {
-                            // The editor shows the song as it is written, bar by bar.
-                            if let Ok(mut shown) = shared.song.try_lock() {
-                                *shown = Some(StoredSong {
-                                    settings: settings.clone(),
-                                    notes: notes.clone(),
-                                    end: b as f64 * 4.0,
-                                    ended_with_eos: false,
-                                    words: generator.words().len(),
-                                });
-                            }
-                            Some(SongEvent::ReadyUntil(b as f64 * 4.0))
-                        }
-                        _ => None,
-                    };
-                    if let Some(e) = event {
-                        if !push(&mut ring, e, &receiver, &mut pending) {
-                            return;
-                        }
-                    }
-                    shared.words.store(generator.words().len() as u32, Ordering::Relaxed);
-                    shared.bars.store(generator.bars(), Ordering::Relaxed);
-                    // A new command (regenerate, restore, state load, shutdown) cuts this song short.
-                    if pending.is_none() {
-                        if let Ok(c) = receiver.try_recv() {
-                            pending = Some(c);
-                        }
-                    }
-                    if pending.is_none() {
-                        pending = news(&shared, &hooks, &mut seen_requests, &mut seen_loads);
-                    }
-                    if pending.is_some() {
-                        interrupted = true;
-                        break;
-                    }
                 }
-                if interrupted {
+            }
+            Command::RegenerateFrom { bar, seed } => {
+                let (Some(model), Some(song)) = (&model, &current) else { continue };
+                let words: Vec<Word> = song.cp_words.iter().map(|&w| Word(w)).collect();
+                if words.is_empty() {
+                    io.fail("this song was saved without its words: regenerate it whole".into());
                     continue;
                 }
-                let end = generator.grid().bars as f64 * 4.0;
-                if !push(&mut ring, SongEvent::End(end), &receiver, &mut pending) {
-                    return;
-                }
-                let song = StoredSong {
-                    settings,
-                    notes,
-                    end,
-                    ended_with_eos: generator.finish() == Some(Finish::Eos),
-                    words: generator.words().len(),
+                // The live generator when it holds this song (no replay), else one primed with it.
+                let mut generator = match live.take().filter(|g| g.words() == words.as_slice()) {
+                    Some(g) => g,
+                    None => match Generator::try_with_prime(model, song.settings.clone(), &words).and_then(Generator::remember_bars) {
+                        Ok(g) => g,
+                        Err(e) => {
+                            io.fail(format!("the model failed: {e}"));
+                            continue;
+                        }
+                    },
                 };
-                (hooks.keep)(&song);
-                *shared.song.lock().expect("song lock") = Some(song);
-                // A model failure keeps the song so far playable and says what went wrong.
-                if let Some(e) = generator.error() {
-                    *shared.error.lock().expect("error lock") = format!("the model failed: {e}");
-                    shared.status.store(Status::Error as u8, Ordering::Relaxed);
-                } else {
-                    shared.status.store(Status::Ready as u8, Ordering::Relaxed);
+                if let Err(e) = generator.regenerate_from_bar(bar, seed) {
+                    io.fail(format!("cannot regenerate: {e}"));
+                    continue;
                 }
+                let from = (bar - 1) as f64 * 4.0;
+                let kept = song.notes.iter().filter(|n| n.start < from).copied().collect();
+                previous = current.take();
+                (generator, kept)
+            }
+        };
+        match io.stream(&mut generator, kept) {
+            Streamed::Shutdown => return,
+            Streamed::Interrupted => live = None,
+            Streamed::Done(song) => {
+                (io.hooks.keep)(&song);
+                *shared.song.lock().expect("song lock") = Some(song.clone());
+                current = Some(song);
+                // A model failure keeps the song so far playable and says what went wrong.
+                match generator.error() {
+                    Some(e) => io.fail(format!("the model failed: {e}")),
+                    None => shared.status.store(Status::Ready as u8, Ordering::Relaxed),
+                }
+                live = Some(generator);
             }
         }
     }

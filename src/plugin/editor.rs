@@ -1,5 +1,6 @@
 //! The plugin's window (egui through nice-plug-egui): status, a piano roll of the song with the
-//! playhead, Regenerate, Export MIDI and the main parameters. Runs on the GUI thread; reads the
+//! playhead and bar numbers (click a bar to pick it), Regenerate, Regenerate from the picked
+//! bar, Undo, Export MIDI and the main parameters. Runs on the GUI thread; reads the
 //! worker's shared values and never touches the audio thread's data.
 
 use std::sync::atomic::Ordering;
@@ -18,6 +19,8 @@ pub struct CpPianoEditor {
     shared: Arc<Shared>,
     gui: Option<GuiContext>,
     export_message: String,
+    /// The bar clicked in the piano roll (from 1), for "Regenerate from bar".
+    selected_bar: Option<u32>,
 }
 
 /// Creates the editor.
@@ -26,13 +29,15 @@ pub fn create(params: Arc<CpPianoParams>, shared: Arc<Shared>) -> Option<EguiEdi
         EguiEditorState::from_size(LogicalSize::new(720.0, 480.0), 1.0),
         RepaintNotifier::default(),
         EguiNiceSettings { title: "CP Piano".into(), ..Default::default() },
-        CpPianoEditor { params, shared, gui: None, export_message: String::new() },
+        CpPianoEditor { params, shared, gui: None, export_message: String::new(), selected_bar: None },
     )
 }
 
 impl CpPianoEditor {
-    fn piano_roll(&self, ui: &mut egui::Ui) {
-        let (rect, _) = ui.allocate_exact_size(egui::vec2(ui.available_width(), 220.0), egui::Sense::hover());
+    /// The song's notes over its bars (numbered every 4), the playhead, and the clicked bar
+    /// highlighted; a click picks a bar.
+    fn piano_roll(&mut self, ui: &mut egui::Ui) {
+        let (rect, response) = ui.allocate_exact_size(egui::vec2(ui.available_width(), 220.0), egui::Sense::click());
         let painter = ui.painter_at(rect);
         painter.rect_filled(rect, 4.0, egui::Color32::from_gray(24));
         let Ok(song) = self.shared.song.lock() else { return };
@@ -41,17 +46,29 @@ impl CpPianoEditor {
             return;
         };
         let end = song.end.max(4.0);
+        let bars = (end / 4.0).ceil() as u32;
+        let x = |beat: f64| rect.left() + (beat / end) as f32 * rect.width();
+        if let Some(pos) = response.interact_pointer_pos().filter(|_| response.clicked()) {
+            let beat = ((pos.x - rect.left()) / rect.width()) as f64 * end;
+            self.selected_bar = Some(((beat / 4.0).floor() as u32 + 1).min(bars));
+        }
+        if let Some(bar) = self.selected_bar.filter(|&b| b <= bars) {
+            let area = egui::Rect::from_x_y_ranges(x((bar - 1) as f64 * 4.0)..=x(bar as f64 * 4.0), rect.y_range());
+            painter.rect_filled(area, 0.0, egui::Color32::from_rgb(60, 60, 30));
+        }
         let (low, high) = song.notes.iter().fold((127u8, 0u8), |(l, h), n| (l.min(n.pitch), h.max(n.pitch)));
         let (low, high) = (low.saturating_sub(2) as f32, high.saturating_add(2) as f32);
-        let x = |beat: f64| rect.left() + (beat / end) as f32 * rect.width();
-        let y = |pitch: f32| rect.bottom() - (pitch - low) / (high - low).max(1.0) * rect.height();
-        for bar in (0..end as usize).step_by(16) {
-            painter.vline(x(bar as f64), rect.y_range(), egui::Stroke::new(1.0, egui::Color32::from_gray(45)));
+        let y = |pitch: f32| rect.bottom() - 14.0 - (pitch - low) / (high - low).max(1.0) * (rect.height() - 14.0);
+        for bar in (0..bars).step_by(4) {
+            painter.vline(x(bar as f64 * 4.0), rect.y_range(), egui::Stroke::new(1.0, egui::Color32::from_gray(45)));
+            painter.text(egui::pos2(x(bar as f64 * 4.0) + 2.0, rect.bottom() - 2.0), egui::Align2::LEFT_BOTTOM, (bar + 1).to_string(), egui::FontId::proportional(10.0), egui::Color32::GRAY);
         }
         for n in &song.notes {
             let top = y(n.pitch as f32 + 1.0);
             let note = egui::Rect::from_min_max(egui::pos2(x(n.start), top), egui::pos2(x(n.start + n.duration.max(0.125)).max(x(n.start) + 1.0), top + 2.0));
-            painter.rect_filled(note, 0.0, egui::Color32::from_rgb(90, 160, 230));
+            // Louder notes brighter.
+            let v = 0.35 + 0.65 * n.velocity as f32 / 127.0;
+            painter.rect_filled(note, 0.0, egui::Color32::from_rgb((90.0 * v) as u8, (160.0 * v) as u8, (230.0 * v) as u8));
         }
         let playhead = self.shared.playhead();
         if playhead > 0.0 {
@@ -91,6 +108,13 @@ impl NiceEguiApp for CpPianoEditor {
             ui.horizontal(|ui| {
                 if ui.button("Regenerate").clicked() {
                     self.shared.regenerate_requests.fetch_add(1, Ordering::Relaxed);
+                }
+                let from = self.selected_bar.unwrap_or(1);
+                if ui.add_enabled(self.selected_bar.is_some(), egui::Button::new(format!("Regenerate from bar {from}"))).clicked() {
+                    self.shared.request_regenerate_from(from);
+                }
+                if ui.button("Undo").clicked() {
+                    self.shared.undo_requests.fetch_add(1, Ordering::Relaxed);
                 }
                 if ui.button("Export MIDI").clicked() {
                     self.export();
