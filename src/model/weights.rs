@@ -41,11 +41,29 @@ pub fn from_safetensors(bytes: &[u8], device: &Device) -> Result<(HashMap<String
     Ok((tensors, metadata))
 }
 
-/// Writes exported weights: `config.json` and `model.safetensors` in `dtype` (bf16 to ship).
+/// The key in `config.json` that holds the checksum of `model.safetensors`.
+pub const CHECKSUM_KEY: &str = "weights_checksum";
+
+/// The checksum recorded for a weights file: 64-bit FNV-1a of its bytes, as `fnv1a64:<hex>`.
+/// It is there to catch changed or damaged bytes, not a forgery.
+pub fn checksum(bytes: &[u8]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        hash ^= b as u64;
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("fnv1a64:{hash:016x}")
+}
+
+/// Writes exported weights: `model.safetensors` in `dtype` (bf16 to ship), and `config.json`
+/// with the checksum of those bytes.
 pub fn export_weights(dir: &Path, config_json: &str, tensors: &[(String, Tensor)], dtype: DType) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create folder", dir.display()))?;
-    write_atomically(&dir.join(WEIGHTS_FILE), &to_safetensors(tensors, dtype, HashMap::new())?)?;
-    write_atomically(&dir.join(CONFIG_FILE), config_json.as_bytes())
+    let bytes = to_safetensors(tensors, dtype, HashMap::new())?;
+    let mut config: serde_json::Map<String, serde_json::Value> = serde_json::from_str(config_json).context("config.json is not a JSON object")?;
+    config.insert(CHECKSUM_KEY.into(), checksum(&bytes).into());
+    write_atomically(&dir.join(WEIGHTS_FILE), &bytes)?;
+    write_atomically(&dir.join(CONFIG_FILE), serde_json::to_string_pretty(&config)?.as_bytes())
 }
 
 /// Exported weights read back: the model kind's config JSON and f32 tensors.
@@ -64,10 +82,30 @@ impl Weights {
         Weights::from_bytes(&config, &bytes).with_context(|| dir.display().to_string())
     }
 
-    /// Reads weights from memory (the shipped weights are embedded in the binary).
+    /// Reads weights from memory (the shipped weights are embedded in the binary). Refuses
+    /// bytes that do not match the checksum the config records (folders exported before there
+    /// were checksums have none, and load unchecked) and tensors that hold NaN or infinity.
     pub fn from_bytes(config_json: &str, safetensors: &[u8]) -> Result<Weights> {
+        let mut config: serde_json::Map<String, serde_json::Value> = serde_json::from_str(config_json).context("config.json is not a JSON object")?;
+        match config.remove(CHECKSUM_KEY) {
+            Some(serde_json::Value::String(recorded)) => {
+                if recorded != checksum(safetensors) {
+                    bail!("{WEIGHTS_FILE} does not match the checksum in {CONFIG_FILE} (the file was changed or damaged)");
+                }
+            }
+            Some(other) => bail!("{CONFIG_FILE}: {CHECKSUM_KEY} is {other}, not a checksum string"),
+            None => {}
+        }
         let (tensors, _) = from_safetensors(safetensors, &Device::Cpu)?;
-        Ok(Weights { config_json: config_json.to_string(), tensors })
+        let mut names: Vec<&String> = tensors.keys().collect();
+        names.sort();
+        for name in names {
+            let finite = tensors[name].flatten_all()?.to_vec1::<f32>()?.iter().all(|v| v.is_finite());
+            if !finite {
+                bail!("{WEIGHTS_FILE}: tensor {name} holds NaN or infinite values");
+            }
+        }
+        Ok(Weights { config_json: serde_json::to_string(&config)?, tensors })
     }
 
     /// The model's config, CP or REMI-XL.
