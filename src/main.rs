@@ -328,11 +328,21 @@ fn write_song(out: &PathBuf, grid: &Grid, steps: usize, sampled: usize, finish: 
     Ok(())
 }
 
+/// A prime clip, saying which sections in other meters import cut out of it.
+fn import_prime(path: &std::path::Path) -> Result<cp_piano::music::song::Song> {
+    let bytes = std::fs::read(path).with_context(|| path.display().to_string())?;
+    let (song, dropped) = cp_piano::midi::import::import_reporting(&bytes).with_context(|| path.display().to_string())?;
+    for d in dropped {
+        eprintln!("note: {}: {d}", path.display());
+    }
+    Ok(song)
+}
+
 fn generate_remi(out: PathBuf, settings: RemiSettings, weights: Option<PathBuf>, prime: Option<PathBuf>, precision: Precision) -> Result<()> {
     let model = cp_piano::model::weights::load_remi_xl_stream(weights.as_deref(), shipped_remi_xl(), precision)?;
     let prime_tokens = match &prime {
         Some(path) => {
-            let song = import_file(path).with_context(|| path.display().to_string())?;
+            let song = import_prime(path)?;
             remi::encode(&Grid::from_song(&song))
         }
         None => vec![remi::BAR],
@@ -365,7 +375,7 @@ fn generate(
     }
     let prime_words = match &prime {
         Some(path) => {
-            let song = import_file(path).with_context(|| path.display().to_string())?;
+            let song = import_prime(path)?;
             let words = cp::encode(&Grid::from_song(&song));
             match prime_bars {
                 Some(n) => cp::first_bars(&words, n).to_vec(),
@@ -478,6 +488,14 @@ fn build_dataset(midi: PathBuf, pop909: bool, repr: Representation, out: PathBuf
     );
     for s in &data.skipped {
         println!("skipped {}: {}", s.name, s.reason);
+    }
+    // The reasons with their counts (where in a file it happened left out).
+    let mut reasons: std::collections::BTreeMap<&str, usize> = Default::default();
+    for s in &data.skipped {
+        *reasons.entry(s.reason.split(" at tick").next().unwrap_or(&s.reason)).or_default() += 1;
+    }
+    for (reason, count) in reasons {
+        println!("skip reason: {count} x {reason}");
     }
     Ok(())
 }

@@ -92,7 +92,9 @@ fn the_cli_prints_one_line_errors_and_exits_non_zero() {
     let out_file = dir.path().join("set.bin");
     let out = Command::new(bin).args(["dataset", "--midi"]).arg(dir.path()).arg("-o").arg(&out_file).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("skipped waltz.mid: not in 4/4"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("skipped waltz.mid: not in 4/4"), "{stdout}");
+    assert!(stdout.contains("skip reason: 1 x not in 4/4: time signature 3/4"), "{stdout}");
     assert!(Dataset::load(&out_file).is_ok());
 
     let out = Command::new(bin).args(["dataset", "--midi", "/no/such/folder", "-o"]).arg(&out_file).output().unwrap();

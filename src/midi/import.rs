@@ -5,8 +5,9 @@
 //! Rules: all tracks and channels merge into one stream except channel 10 (drums). A note-off
 //! that arrives while the sustain pedal (CC 64 >= 64) is down on its channel is held until the
 //! pedal lifts, or until the same key is struck again, whichever comes first. Notes still open at
-//! the end of their track end there. Songs with a time signature other than 4/4 (or 2/2) are
-//! refused with the reason. Bad input is an `ImportError`, never a panic or a hang.
+//! the end of their track end there. Meters: 4/4 and 2/2 as they are, 2/4 and 1/4 joined into 4/4
+//! bars (a pickup padded to a bar), sections in other meters cut out and reported, a song with
+//! nothing in those meters refused with the reason (`RawMidi::in_four_four`). Bad input is an `ImportError`, never a panic or a hang.
 
 use std::path::Path;
 
@@ -37,6 +38,25 @@ pub enum ImportError {
     TooLong { bars: u64 },
     #[error("{0}")]
     Annotation(String),
+}
+
+/// A section that import cut out because its meter is not 4/4, 2/2, 2/4 or 1/4.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DroppedSection {
+    pub from_tick: u64,
+    pub to_tick: u64,
+    pub numerator: u8,
+    pub denominator: u32,
+    /// Notes that started in it.
+    pub notes: usize,
+    pub ticks_per_beat: u32,
+}
+
+impl std::fmt::Display for DroppedSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let beat = |t: u64| t as f64 / self.ticks_per_beat.max(1) as f64;
+        write!(f, "beats {:.1}-{:.1} in {}/{} ({} notes) cut out", beat(self.from_tick), beat(self.to_tick), self.numerator, self.denominator, self.notes)
+    }
 }
 
 /// A note in the file's own ticks.
@@ -151,14 +171,82 @@ impl RawMidi {
         Ok(raw)
     }
 
-    /// Refuses songs whose time signatures are not 4/4 (2/2 has the same bar and is accepted).
-    pub fn check_four_four(&self) -> Result<(), ImportError> {
-        for &(tick, numerator, denominator) in &self.time_signatures {
-            if !matches!((numerator, denominator), (4, 4) | (2, 2)) {
-                return Err(ImportError::NotFourFour { numerator, denominator, tick });
+    /// The song in 4/4 bars from tick 0: 4/4 and 2/2 sections as they are; 2/4 and 1/4 sections
+    /// run on (two 2/4 bars make one 4/4 bar); a 1/4 or 2/4 pickup at the start is padded with
+    /// rests to a whole bar; a 4/4 section that starts inside a bar is moved to the next bar line;
+    /// sections in any other meter (3/4, 6/8, ...) are cut out, with their notes, and listed.
+    /// A file with nothing left is refused with the meter that is not 4/4.
+    pub fn in_four_four(&self) -> Result<(RawMidi, Vec<DroppedSection>), ImportError> {
+        let bar = 4 * self.ticks_per_beat as u64;
+        let end = self.notes.iter().map(|n| n.end.max(n.start)).max().unwrap_or(0) + 1;
+        // Sections: (from, to, numerator, denominator); 4/4 before the first signature.
+        let mut signatures: Vec<(u64, u8, u32)> = Vec::new();
+        let implied = self.time_signatures.first().is_none_or(|s| s.0 > 0).then_some((0, 4, 4));
+        for &(tick, n, d) in implied.iter().chain(&self.time_signatures) {
+            match signatures.last_mut() {
+                // Of two signatures on one tick the later holds; a repeat changes nothing.
+                Some(last) if last.0 == tick => (last.1, last.2) = (n, d),
+                Some(last) if (last.1, last.2) == (n, d) => {}
+                _ => signatures.push((tick, n, d)),
             }
         }
-        Ok(())
+        let mut sections = Vec::new();
+        for (i, &(from, n, d)) in signatures.iter().enumerate() {
+            let to = signatures.get(i + 1).map_or(end.max(from), |s| s.0);
+            if to > from {
+                sections.push((from, to, n, d));
+            }
+        }
+        // Each kept section's shift (song tick = file tick + shift), or None where it is cut.
+        let mut shifts: Vec<Option<i64>> = Vec::new();
+        let mut dropped = Vec::new();
+        let mut at = 0u64;
+        for (i, &(from, to, n, d)) in sections.iter().enumerate() {
+            match (n, d) {
+                (4, 4) | (2, 2) => {
+                    at = at.div_ceil(bar) * bar;
+                    shifts.push(Some(at as i64 - from as i64));
+                    at += to - from;
+                }
+                (2, 4) | (1, 4) => {
+                    if i == 0 && to - from < bar && sections.len() > 1 {
+                        at = bar - (to - from);
+                    }
+                    shifts.push(Some(at as i64 - from as i64));
+                    at += to - from;
+                }
+                _ => {
+                    let notes = self.notes.iter().filter(|note| (from..to).contains(&note.start)).count();
+                    dropped.push(DroppedSection { from_tick: from, to_tick: to, numerator: n, denominator: d, notes, ticks_per_beat: self.ticks_per_beat });
+                    shifts.push(None);
+                }
+            }
+        }
+        let section_of = |tick: u64| sections.partition_point(|s| s.0 <= tick).saturating_sub(1);
+        let moved = |tick: u64, shift: i64| (tick as i64 + shift).max(0) as u64;
+        let mut out = RawMidi { ticks_per_beat: self.ticks_per_beat, time_signatures: vec![(0, 4, 4)], ..RawMidi::default() };
+        for note in &self.notes {
+            if let Some(shift) = shifts[section_of(note.start)] {
+                out.notes.push(RawNote { start: moved(note.start, shift), end: moved(note.start, shift) + (note.end - note.start), ..*note });
+            }
+        }
+        if out.notes.is_empty() {
+            let &(_, _, numerator, denominator) = sections.iter().find(|s| !matches!((s.2, s.3), (4, 4) | (2, 2) | (2, 4) | (1, 4))).unwrap_or(&sections[0]);
+            let tick = dropped.first().map_or(0, |d| d.from_tick);
+            return Err(ImportError::NotFourFour { numerator, denominator, tick });
+        }
+        // A tempo inside a cut section takes effect where the cut is.
+        for &(tick, us) in &self.tempos {
+            let i = section_of(tick);
+            let place = match shifts[i] {
+                Some(shift) => moved(tick, shift),
+                None => shifts[..i].iter().rev().zip(sections[..i].iter().rev()).find_map(|(s, sec)| s.map(|s| moved(sec.1, s))).unwrap_or(0),
+            };
+            out.tempos.push((place, us));
+        }
+        out.notes.sort_by_key(|n| (n.start, n.pitch, n.end));
+        out.tempos.sort_by_key(|t| t.0);
+        Ok((out, dropped))
     }
 
     /// Seconds at a tick, from the tempo map.
@@ -228,12 +316,17 @@ fn release(held: &mut [Option<(u64, u8)>], notes: &mut Vec<RawNote>, index: usiz
     }
 }
 
-/// Imports a standard MIDI file: bars start at tick 0, ticks are rescaled to 480 per beat.
-pub fn import_bytes(bytes: &[u8]) -> Result<Song, ImportError> {
-    let raw = RawMidi::parse(bytes)?;
-    raw.check_four_four()?;
+/// Imports a standard MIDI file: bars start at tick 0, ticks are rescaled to 480 per beat, other
+/// meters as `RawMidi::in_four_four` says. Returns the song and the sections it cut out.
+pub fn import_reporting(bytes: &[u8]) -> Result<(Song, Vec<DroppedSection>), ImportError> {
+    let (raw, dropped) = RawMidi::parse(bytes)?.in_four_four()?;
     let tpb = raw.ticks_per_beat as u64;
-    Ok(raw.to_song(|tick| ((tick * TICKS_PER_BEAT as u64 + tpb / 2) / tpb).min(u32::MAX as u64) as u32))
+    Ok((raw.to_song(|tick| ((tick * TICKS_PER_BEAT as u64 + tpb / 2) / tpb).min(u32::MAX as u64) as u32), dropped))
+}
+
+/// `import_reporting` without the report.
+pub fn import_bytes(bytes: &[u8]) -> Result<Song, ImportError> {
+    import_reporting(bytes).map(|(song, _)| song)
 }
 
 /// Imports a MIDI file from disk.
