@@ -161,7 +161,8 @@ impl Dataset {
         Dataset::from_bytes(&bytes).with_context(|| format!("{}: not a usable CP Piano data set", path.display()))
     }
 
-    fn from_bytes(bytes: &[u8]) -> Result<Dataset> {
+    /// Reads a data set from the bytes of its file (see `load`).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Dataset> {
         if bytes.len() < 16 || &bytes[..8] != MAGIC {
             bail!("missing the CPPIANO magic bytes");
         }

@@ -64,6 +64,11 @@ pub struct StoredSong {
 }
 
 impl StoredSong {
+    /// A song from the plugin state's JSON.
+    pub fn from_saved(text: &str) -> Result<StoredSong, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
     /// The song as a plain `Song` (for MIDI export), at `bpm`.
     pub fn to_song(&self, bpm: f32) -> crate::music::song::Song {
         use crate::music::song::{Note, Song, TempoChange, TICKS_PER_BEAT};
@@ -214,7 +219,7 @@ impl Hooks {
         if saved.trim().is_empty() {
             return Command::Generate((self.settings)());
         }
-        match serde_json::from_str::<StoredSong>(saved) {
+        match StoredSong::from_saved(saved) {
             Ok(song) => Command::Restore(song),
             Err(e) => {
                 eprintln!("CP Piano: the saved song does not load ({e}); generating a new one");

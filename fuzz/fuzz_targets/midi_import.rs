@@ -1,0 +1,3 @@
+#![no_main]
+include!("../checks.rs");
+libfuzzer_sys::fuzz_target!(|data: &[u8]| midi_import(data));
