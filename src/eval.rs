@@ -178,7 +178,7 @@ pub fn teacher_forced_loss(weights: &Weights, data: &dataset::Dataset, split: Sp
     if songs.is_empty() {
         bail!("the data set has no {split:?} songs");
     }
-    crate::train::validate(&model, data, &songs, 1, &Device::Cpu)
+    Ok(model.validation_loss(data, &songs, 1, &Device::Cpu)?)
 }
 
 /// The mean validation loss of `weights` on the validation songs of `data`, whole songs: CP,

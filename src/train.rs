@@ -96,22 +96,6 @@ pub fn load_data(path: &Path, kind: ModelKind, progress: bool) -> Result<Dataset
     Ok(data)
 }
 
-/// Mean validation loss per family (CP) or per token (REMI) over `valid` windows (no dropout).
-pub fn validate(model: &Trainable, data: &Dataset, valid: &[Window], batch_size: usize, device: &Device) -> Result<Vec<f64>> {
-    let mut sums = vec![0f64; model.config.loss_names().len()];
-    let mut words = 0f64;
-    for chunk in valid.chunks(batch_size) {
-        let batch = make_batch(data, chunk, &[], model.config.d_model(), device)?;
-        let (_, per_family) = model.loss(&batch, None)?;
-        let n = chunk.iter().map(|w| w.len).sum::<usize>() as f64;
-        for (s, l) in sums.iter_mut().zip(per_family.to_vec1::<f32>()?) {
-            *s += l as f64 * n;
-        }
-        words += n;
-    }
-    Ok(sums.iter().map(|s| s / words.max(1.0)).collect())
-}
-
 /// A run in progress.
 struct Run {
     options: TrainOptions,
@@ -261,7 +245,7 @@ pub fn train(options: TrainOptions, resume: bool, stop: Arc<AtomicBool>) -> Resu
         }
         let evaluate = step % o.eval_every == 0 || step == o.steps;
         if evaluate && !valid_windows.is_empty() {
-            let family = validate(&run.model, &data, &valid_windows, o.batch_size, &run.device)?;
+            let family = run.model.validation_loss(&data, &valid_windows, o.batch_size, &run.device)?;
             let mean = family.iter().sum::<f64>() / family.len() as f64;
             let summary: Vec<String> = run.state.config.loss_names().iter().zip(&family).map(|(n, l)| format!("{n} {l:.3}")).collect();
             bar.println(format!("step {step}: validation {mean:.4} ({})", summary.join(", ")));

@@ -163,6 +163,23 @@ impl Trainable {
     }
 
     /// Teacher-forced loss of a batch: (mean loss, per-loss-name values).
+    /// Mean teacher-forced loss per family (per token for REMI-XL) over `windows` of `data`,
+    /// weighted by their lengths, without dropout: the validation loss of training and eval.
+    pub fn validation_loss(&self, data: &crate::data::dataset::Dataset, windows: &[crate::data::batches::Window], batch_size: usize, device: &Device) -> Result<Vec<f64>> {
+        let mut sums = vec![0f64; self.config.loss_names().len()];
+        let mut words = 0f64;
+        for chunk in windows.chunks(batch_size.max(1)) {
+            let batch = crate::data::batches::make_batch(data, chunk, &[], self.config.d_model(), device)?;
+            let (_, per_family) = self.loss(&batch, None)?;
+            let n = chunk.iter().map(|w| w.len).sum::<usize>() as f64;
+            for (s, l) in sums.iter_mut().zip(per_family.to_vec1::<f32>()?) {
+                *s += l as f64 * n;
+            }
+            words += n;
+        }
+        Ok(sums.iter().map(|s| s / words.max(1.0)).collect())
+    }
+
     pub fn loss(&self, batch: &Batch, dropout: Option<&mut Dropout>) -> Result<(Tensor, Tensor)> {
         match &self.network {
             Network::Cp(m) => m.loss(batch, dropout),
