@@ -133,6 +133,10 @@ pub struct CpPianoParams {
     /// A custom weights folder; empty for the shipped model.
     #[persist = "weights"]
     pub weights: RwLock<String>,
+    /// A chord progression to follow ("C G Am F", "C:2 G:2 | Am F"; empty: the model's own),
+    /// looped until the song ends. Typed in the editor; read only by the worker.
+    #[persist = "chords"]
+    pub chords: RwLock<String>,
 }
 
 impl Default for CpPianoParams {
@@ -161,6 +165,7 @@ impl Default for CpPianoParams {
             preview: BoolParam::new("Preview voice", false),
             song: SavedSong::default(),
             weights: RwLock::new(String::new()),
+            chords: RwLock::new(String::new()),
         }
     }
 }
@@ -175,8 +180,20 @@ impl CpPianoParams {
             max_bars: Some(self.max_bars.value() as u32),
             key: if key > 0 { Key::all().nth(key as usize - 1) } else { None },
             density: self.density.value(),
+            chords: self.progression().ok().flatten(),
+            chords_loop: true,
             ..GenerationSettings::default()
         }
+    }
+
+    /// The progression typed in the editor: none when the text is empty, or why it does not
+    /// read (then songs follow no progression).
+    pub fn progression(&self) -> Result<Option<crate::generate::chords::Progression>, String> {
+        let text = self.chords.read().map(|t| t.trim().to_string()).unwrap_or_default();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse().map(Some)
     }
 }
 

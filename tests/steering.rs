@@ -203,3 +203,16 @@ fn k_takes_are_k_different_songs_each_the_same_as_its_seed_alone() {
     }
     assert!(Takes::new(&tiny_model(1), &GenerationSettings::default(), &[], 9).is_err(), "at most 8 takes");
 }
+
+#[test]
+fn the_plugins_chord_text_becomes_the_progression_its_songs_follow() {
+    let params = cp_piano::plugin::CpPianoParams::default();
+    assert_eq!(params.generation_settings().chords, None, "no text: the model's own chords");
+    *params.chords.write().unwrap() = "C:2 G:2 | Am F".into();
+    let settings = params.generation_settings();
+    assert_eq!(settings.chords, Some("C:2 G:2 | Am F".parse::<Progression>().unwrap()));
+    assert!(settings.chords_loop, "the plugin loops the progression until the song ends");
+    *params.chords.write().unwrap() = "C Xq7".into();
+    assert!(params.progression().is_err(), "text that does not read is an error the editor shows");
+    assert_eq!(params.generation_settings().chords, None, "and songs then follow no progression");
+}

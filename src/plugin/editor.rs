@@ -21,6 +21,8 @@ pub struct CpPianoEditor {
     export_message: String,
     /// The bar clicked in the piano roll (from 1), for "Regenerate from bar".
     selected_bar: Option<u32>,
+    /// The chord progression being typed (written to the parameters as it changes).
+    chords: String,
 }
 
 /// Creates the editor.
@@ -29,7 +31,7 @@ pub fn create(params: Arc<CpPianoParams>, shared: Arc<Shared>) -> Option<EguiEdi
         EguiEditorState::from_size(LogicalSize::new(720.0, 480.0), 1.0),
         RepaintNotifier::default(),
         EguiNiceSettings { title: "CP Piano".into(), ..Default::default() },
-        CpPianoEditor { params, shared, gui: None, export_message: String::new(), selected_bar: None },
+        CpPianoEditor { chords: params.chords.read().map(|c| c.clone()).unwrap_or_default(), params, shared, gui: None, export_message: String::new(), selected_bar: None },
     )
 }
 
@@ -120,6 +122,20 @@ impl NiceEguiApp for CpPianoEditor {
                     self.export();
                 }
                 ui.label(&self.export_message);
+            });
+            ui.horizontal(|ui| {
+                ui.label("Chords");
+                let edit = ui.add(egui::TextEdit::singleline(&mut self.chords).hint_text("C G Am F  or  C:2 G:2 | Am F").desired_width(260.0));
+                if edit.changed() {
+                    if let Ok(mut chords) = self.params.chords.write() {
+                        *chords = self.chords.clone();
+                    }
+                }
+                match self.params.progression() {
+                    Ok(Some(p)) => ui.label(format!("{} bars, looped (applies to the next song)", p.bars)),
+                    Ok(None) => ui.label("the model's own chords"),
+                    Err(e) => ui.colored_label(egui::Color32::from_rgb(230, 120, 90), e),
+                };
             });
             egui::Grid::new("params").num_columns(4).spacing([12.0, 6.0]).show(ui, |ui| {
                 let p = &self.params;
