@@ -162,6 +162,10 @@ impl RawMidi {
         if raw.notes.is_empty() {
             return Err(ImportError::NoNotes);
         }
+        // A note-off (or a track end) absurdly far out ends its note at the length limit.
+        for n in &mut raw.notes {
+            n.end = n.end.min(limit.max(n.start));
+        }
         raw.notes.sort_by_key(|n| (n.start, n.pitch, n.end));
         raw.tempos.sort_by_key(|t| t.0);
         if raw.tempos.first().is_none_or(|t| t.0 > 0) {

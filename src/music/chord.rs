@@ -241,6 +241,8 @@ pub fn recognise_chords(notes: &[Note]) -> Vec<ChordChange> {
     }
     let mut changes: Vec<ChordChange> = Vec::new();
     let mut current: Option<Chord> = None;
+    // Beats that sound the same (a held note, silence) score the same: score them once.
+    let mut last: Option<([f32; 12], u8, (Chord, f32))> = None;
     for (b, beat_notes) in per_beat.iter().enumerate() {
         let start = b as u32 * TICKS_PER_BEAT;
         let stop = start + TICKS_PER_BEAT;
@@ -252,7 +254,11 @@ pub fn recognise_chords(notes: &[Note]) -> Vec<ChordChange> {
             bass = bass.min(n.pitch);
         }
         let bass_pc = if bass == u8::MAX { 0 } else { bass % 12 };
-        let (mut chord, best_score) = best_chord(&weights, bass_pc);
+        let (mut chord, best_score) = match last {
+            Some((w, b, best)) if w == weights && b == bass_pc => best,
+            _ => best_chord(&weights, bass_pc),
+        };
+        last = Some((weights, bass_pc, (chord, best_score)));
         if let Some(prev) = current {
             let total: f32 = weights.iter().sum();
             if total > 0.0 && prev != Chord::NoChord {
