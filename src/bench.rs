@@ -136,7 +136,7 @@ pub fn remi_xl_ms_per_token(config: &XlConfig, precision: Precision, tokens: usi
 pub fn random_rnn(config: &Config, seed: u64, precision: Precision) -> Result<CpRnn> {
     let model = Trainable::new(config, seed, &Device::Cpu)?;
     let tensors: HashMap<String, Tensor> = model.named_tensors().into_iter().collect();
-    CpRnn::from_tensors(config, &tensors, precision)
+    Ok(CpRnn::from_tensors(config, &tensors, precision)?)
 }
 
 /// Nanoseconds per `Engine::process` call for 64-sample blocks at 120 BPM / 48 kHz while a dense

@@ -118,7 +118,7 @@ impl Run {
             serde_json::to_string(&self.state)?,
         )?;
         let config = serde_json::to_string_pretty(&self.state.config)?;
-        export_weights(&self.options.out.join("last"), &config, &self.model.named_tensors(), DType::F32)
+        Ok(export_weights(&self.options.out.join("last"), &config, &self.model.named_tensors(), DType::F32)?)
     }
 }
 

@@ -10,13 +10,12 @@
 
 use std::collections::HashMap;
 
-use anyhow::{bail, Result};
 use candle_core::Tensor;
 
 use crate::tokens::cp::{Family, Word, FAMILIES};
 use crate::model::config::Config;
 use crate::model::cp_transformer::{ATTENTION_EPS, AFTER_TYPE};
-use crate::model::cpu::{add_positional_encoding, gelu, layer_norm, phi, sinusoid_rates, tensor_f32, Linear, Norm, Precision, MAX_ROWS};
+use crate::model::cpu::{add_positional_encoding, gelu, layer_norm, phi, sinusoid_rates, tensor_f32, expect_shape, Linear, LoadError, Norm, Precision, MAX_ROWS};
 
 struct Layer {
     query: Linear,
@@ -135,16 +134,15 @@ fn add_and_norm(x: &mut [f32], t: &[f32], norm: &Norm, d: usize) {
 
 impl CpRnn {
     /// Builds the recurrent model from named tensors (the names `cp_transformer` uses).
-    pub fn from_tensors(config: &Config, tensors: &HashMap<String, Tensor>, precision: Precision) -> Result<CpRnn> {
-        config.validate().map_err(anyhow::Error::msg)?;
+    pub fn from_tensors(config: &Config, tensors: &HashMap<String, Tensor>, precision: Precision) -> Result<CpRnn, LoadError> {
+        config.validate().map_err(LoadError::Config)?;
         let c = config;
         let d = c.d_model;
         let mut embeddings = Vec::new();
         for f in Family::ALL {
-            let (e, dims) = tensor_f32(tensors, &format!("embed.{}.weight", f.name()))?;
-            if dims != [c.vocab_sizes[f.index()], c.emb_sizes[f.index()]] {
-                bail!("embed.{}: shape {dims:?} does not fit the config", f.name());
-            }
+            let name = format!("embed.{}.weight", f.name());
+            let (e, dims) = tensor_f32(tensors, &name)?;
+            expect_shape(&name, &dims, &[c.vocab_sizes[f.index()], c.emb_sizes[f.index()]])?;
             let scale = (c.emb_sizes[f.index()] as f32).sqrt();
             embeddings.push(e.into_iter().map(|v| v * scale).collect());
         }
@@ -166,7 +164,7 @@ impl CpRnn {
         let heads = AFTER_TYPE
             .iter()
             .map(|f| lin(&format!("head.{}", f.name()), c.vocab_sizes[f.index()], d))
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>, LoadError>>()?;
         let pe_rates = sinusoid_rates(d);
         Ok(CpRnn {
             config: c.clone(),

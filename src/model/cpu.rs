@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 
-use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
 
 use crate::model::fused::simd::erf;
@@ -89,8 +88,31 @@ pub struct Linear {
     cols: usize,
 }
 
-pub fn tensor_f32(tensors: &HashMap<String, Tensor>, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
-    let t = tensors.get(name).with_context(|| format!("weights lack {name}"))?;
+/// Why named tensors do not make a recurrent model (CP or REMI-XL).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("weights lack {0}")]
+    Missing(String),
+    #[error("{name}: shape {found:?}, expected {expected:?}")]
+    Shape { name: String, found: Vec<usize>, expected: Vec<usize> },
+    #[error("config: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Tensor(#[from] candle_core::Error),
+}
+
+/// Checks that tensor `name` has the shape `expected`.
+pub fn expect_shape(name: &str, found: &[usize], expected: &[usize]) -> Result<(), LoadError> {
+    if found == expected {
+        Ok(())
+    } else {
+        Err(LoadError::Shape { name: name.to_string(), found: found.to_vec(), expected: expected.to_vec() })
+    }
+}
+
+/// The f32 values and the shape of tensor `name`.
+pub fn tensor_f32(tensors: &HashMap<String, Tensor>, name: &str) -> Result<(Vec<f32>, Vec<usize>), LoadError> {
+    let t = tensors.get(name).ok_or_else(|| LoadError::Missing(name.to_string()))?;
     let dims = t.dims().to_vec();
     let v = t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
     Ok((v, dims))
@@ -98,13 +120,13 @@ pub fn tensor_f32(tensors: &HashMap<String, Tensor>, name: &str) -> Result<(Vec<
 
 impl Linear {
     /// Loads `{prefix}.weight` and `{prefix}.bias`.
-    pub fn load(tensors: &HashMap<String, Tensor>, prefix: &str, rows: usize, cols: usize, precision: Precision) -> Result<Linear> {
+    pub fn load(tensors: &HashMap<String, Tensor>, prefix: &str, rows: usize, cols: usize, precision: Precision) -> Result<Linear, LoadError> {
         let bias = tensor_f32(tensors, &format!("{prefix}.bias"))?;
         Linear::load_with_bias(tensors, prefix, rows, cols, precision, bias)
     }
 
     /// Loads `{prefix}.weight` of a layer that has no bias.
-    pub fn load_without_bias(tensors: &HashMap<String, Tensor>, prefix: &str, rows: usize, cols: usize, precision: Precision) -> Result<Linear> {
+    pub fn load_without_bias(tensors: &HashMap<String, Tensor>, prefix: &str, rows: usize, cols: usize, precision: Precision) -> Result<Linear, LoadError> {
         Linear::load_with_bias(tensors, prefix, rows, cols, precision, (vec![0.0; rows], vec![rows]))
     }
 
@@ -115,11 +137,10 @@ impl Linear {
         cols: usize,
         precision: Precision,
         (b, bdims): (Vec<f32>, Vec<usize>),
-    ) -> Result<Linear> {
+    ) -> Result<Linear, LoadError> {
         let (w, dims) = tensor_f32(tensors, &format!("{prefix}.weight"))?;
-        if dims != [rows, cols] || bdims != [rows] {
-            bail!("{prefix}: weight {dims:?} / bias {bdims:?}, expected [{rows}, {cols}] / [{rows}]");
-        }
+        expect_shape(&format!("{prefix}.weight"), &dims, &[rows, cols])?;
+        expect_shape(&format!("{prefix}.bias"), &bdims, &[rows])?;
         let w = match precision {
             Precision::F32 => Matrix::F32(w),
             Precision::Int8 if cols <= MAX_INT8_COLS => {
@@ -386,12 +407,11 @@ pub struct Norm {
 }
 
 impl Norm {
-    pub fn load(tensors: &HashMap<String, Tensor>, prefix: &str, d: usize) -> Result<Norm> {
+    pub fn load(tensors: &HashMap<String, Tensor>, prefix: &str, d: usize) -> Result<Norm, LoadError> {
         let (weight, wd) = tensor_f32(tensors, &format!("{prefix}.weight"))?;
         let (bias, bd) = tensor_f32(tensors, &format!("{prefix}.bias"))?;
-        if wd != [d] || bd != [d] {
-            bail!("{prefix}: expected [{d}]");
-        }
+        expect_shape(&format!("{prefix}.weight"), &wd, &[d])?;
+        expect_shape(&format!("{prefix}.bias"), &bd, &[d])?;
         Ok(Norm { weight, bias })
     }
 }

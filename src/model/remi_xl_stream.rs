@@ -9,10 +9,9 @@
 
 use std::collections::HashMap;
 
-use anyhow::{bail, Result};
 use candle_core::Tensor;
 
-use crate::model::cpu::{dot, layer_norm, relative_encoding, tensor_f32, Linear, Norm, Precision};
+use crate::model::cpu::{dot, expect_shape, layer_norm, relative_encoding, tensor_f32, Linear, LoadError, Norm, Precision};
 use crate::model::remi_xl::XlConfig;
 
 struct StreamLayer {
@@ -57,14 +56,12 @@ pub struct StreamState {
 
 impl RemiXlStream {
     /// Builds the streaming model from named tensors (the names `remi_xl` uses).
-    pub fn from_tensors(config: &XlConfig, tensors: &HashMap<String, Tensor>, precision: Precision) -> Result<RemiXlStream> {
-        config.validate().map_err(anyhow::Error::msg)?;
+    pub fn from_tensors(config: &XlConfig, tensors: &HashMap<String, Tensor>, precision: Precision) -> Result<RemiXlStream, LoadError> {
+        config.validate().map_err(LoadError::Config)?;
         let c = config;
         let (d, a) = (c.d_model, c.attention_width());
         let (embedding, dims) = tensor_f32(tensors, "word_embedding.weight")?;
-        if dims != [c.vocab_size, d] {
-            bail!("word_embedding: shape {dims:?} does not fit the config");
-        }
+        expect_shape("word_embedding.weight", &dims, &[c.vocab_size, d])?;
         let scale = (d as f32).sqrt();
         let embedding = embedding.into_iter().map(|v| v * scale).collect();
         let distances: Vec<f32> = (0..=c.mem_len).map(|p| p as f32).collect();
@@ -87,11 +84,9 @@ impl RemiXlStream {
                 relative_keys,
             });
         }
-        let bias = |name: &str| -> Result<Vec<f32>> {
+        let bias = |name: &str| -> Result<Vec<f32>, LoadError> {
             let (v, dims) = tensor_f32(tensors, name)?;
-            if dims != [c.n_heads, c.d_head] {
-                bail!("{name}: shape {dims:?} does not fit the config");
-            }
+            expect_shape(name, &dims, &[c.n_heads, c.d_head])?;
             Ok(v)
         };
         Ok(RemiXlStream {

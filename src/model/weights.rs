@@ -4,18 +4,51 @@
 //! REMI-XL loaders side by side.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 
 use crate::data::dataset::write_atomically;
 use crate::model::config::Config;
 use crate::model::cp_rnn::CpRnn;
-use crate::model::cpu::Precision;
+use crate::model::cpu::{LoadError, Precision};
 use crate::model::remi_xl::XlConfig;
 use crate::model::remi_xl_stream::RemiXlStream;
 use crate::model::ModelConfig;
+
+/// Why weights could not be read, written or turned into a model.
+#[derive(Debug, thiserror::Error)]
+pub enum WeightsError {
+    #[error("{}: cannot read: {error}", path.display())]
+    Read { path: PathBuf, error: std::io::Error },
+    #[error("{}: cannot write: {message}", path.display())]
+    Write { path: PathBuf, message: String },
+    #[error("not a safetensors file: {0}")]
+    NotSafetensors(String),
+    #[error("{WEIGHTS_FILE} does not match the checksum in {CONFIG_FILE} (the file was changed or damaged)")]
+    Checksum,
+    #[error("{CONFIG_FILE}: {CHECKSUM_KEY} is {0}, not a checksum string")]
+    ChecksumField(String),
+    #[error("{WEIGHTS_FILE}: tensor {0} holds NaN or infinite values")]
+    NonFinite(String),
+    #[error("{CONFIG_FILE}: {0}")]
+    Config(String),
+    #[error("this build has no shipped weights (weights/ is empty): pass --weights DIR, e.g. a run's best/ folder")]
+    NoShipped,
+    #[error("this build has no REMI-XL weights (weights/remi-xl/ is empty): pass a weights folder, e.g. a run's best/")]
+    NoShippedRemiXl,
+    #[error("{0}")]
+    WrongKind(&'static str),
+    #[error(transparent)]
+    Model(#[from] LoadError),
+    #[error(transparent)]
+    Tensor(#[from] candle_core::Error),
+    /// Any of the above, in a weights folder.
+    #[error("{}: {error}", dir.display())]
+    InFolder { dir: PathBuf, error: Box<WeightsError> },
+}
+
+type Result<T> = std::result::Result<T, WeightsError>;
 
 /// File names inside a weights folder.
 pub const CONFIG_FILE: &str = "config.json";
@@ -27,12 +60,12 @@ pub fn to_safetensors(tensors: &[(String, Tensor)], dtype: DType, metadata: Hash
         .iter()
         .map(|(n, t)| Ok((n.clone(), t.to_dtype(dtype)?.to_device(&Device::Cpu)?.contiguous()?)))
         .collect::<Result<Vec<(String, Tensor)>>>()?;
-    Ok(safetensors::serialize(converted.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata))?)
+    safetensors::serialize(converted.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata)).map_err(|e| WeightsError::NotSafetensors(e.to_string()))
 }
 
 /// Reads named tensors (as f32 on `device`) and the metadata of a safetensors buffer.
 pub fn from_safetensors(bytes: &[u8], device: &Device) -> Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
-    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).context("not a safetensors file")?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| WeightsError::NotSafetensors(e.to_string()))?;
     let metadata = meta.metadata().clone().unwrap_or_default();
     let tensors = candle_core::safetensors::load_buffer(bytes, device)?
         .into_iter()
@@ -58,12 +91,20 @@ pub fn checksum(bytes: &[u8]) -> String {
 /// Writes exported weights: `model.safetensors` in `dtype` (bf16 to ship), and `config.json`
 /// with the checksum of those bytes.
 pub fn export_weights(dir: &Path, config_json: &str, tensors: &[(String, Tensor)], dtype: DType) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create folder", dir.display()))?;
     let bytes = to_safetensors(tensors, dtype, HashMap::new())?;
-    let mut config: serde_json::Map<String, serde_json::Value> = serde_json::from_str(config_json).context("config.json is not a JSON object")?;
+    let mut config = config_object(config_json)?;
     config.insert(CHECKSUM_KEY.into(), checksum(&bytes).into());
-    write_atomically(&dir.join(WEIGHTS_FILE), &bytes)?;
-    write_atomically(&dir.join(CONFIG_FILE), serde_json::to_string_pretty(&config)?.as_bytes())
+    let config = serde_json::to_string_pretty(&config).map_err(|e| WeightsError::Config(e.to_string()))?;
+    for (name, bytes) in [(WEIGHTS_FILE, &bytes[..]), (CONFIG_FILE, config.as_bytes())] {
+        let path = dir.join(name);
+        write_atomically(&path, bytes).map_err(|e| WeightsError::Write { path, message: format!("{e:#}") })?;
+    }
+    Ok(())
+}
+
+/// The config text as a JSON object.
+fn config_object(text: &str) -> Result<serde_json::Map<String, serde_json::Value>> {
+    serde_json::from_str(text).map_err(|e| WeightsError::Config(format!("not a JSON object ({e})")))
 }
 
 /// Exported weights read back: the model kind's config JSON and f32 tensors.
@@ -75,25 +116,27 @@ pub struct Weights {
 impl Weights {
     /// Reads a weights folder.
     pub fn load_dir(dir: &Path) -> Result<Weights> {
-        let config = std::fs::read_to_string(dir.join(CONFIG_FILE))
-            .with_context(|| format!("{}: cannot read", dir.join(CONFIG_FILE).display()))?;
-        let bytes = std::fs::read(dir.join(WEIGHTS_FILE))
-            .with_context(|| format!("{}: cannot read", dir.join(WEIGHTS_FILE).display()))?;
-        Weights::from_bytes(&config, &bytes).with_context(|| dir.display().to_string())
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read(&path).map_err(|error| WeightsError::Read { path, error })
+        };
+        let config = String::from_utf8_lossy(&read(CONFIG_FILE)?).into_owned();
+        let bytes = read(WEIGHTS_FILE)?;
+        Weights::from_bytes(&config, &bytes).map_err(|e| WeightsError::InFolder { dir: dir.to_path_buf(), error: Box::new(e) })
     }
 
     /// Reads weights from memory (the shipped weights are embedded in the binary). Refuses
     /// bytes that do not match the checksum the config records (folders exported before there
     /// were checksums have none, and load unchecked) and tensors that hold NaN or infinity.
     pub fn from_bytes(config_json: &str, safetensors: &[u8]) -> Result<Weights> {
-        let mut config: serde_json::Map<String, serde_json::Value> = serde_json::from_str(config_json).context("config.json is not a JSON object")?;
+        let mut config = config_object(config_json)?;
         match config.remove(CHECKSUM_KEY) {
             Some(serde_json::Value::String(recorded)) => {
                 if recorded != checksum(safetensors) {
-                    bail!("{WEIGHTS_FILE} does not match the checksum in {CONFIG_FILE} (the file was changed or damaged)");
+                    return Err(WeightsError::Checksum);
                 }
             }
-            Some(other) => bail!("{CONFIG_FILE}: {CHECKSUM_KEY} is {other}, not a checksum string"),
+            Some(other) => return Err(WeightsError::ChecksumField(other.to_string())),
             None => {}
         }
         let (tensors, _) = from_safetensors(safetensors, &Device::Cpu)?;
@@ -102,16 +145,17 @@ impl Weights {
         for name in names {
             let finite = tensors[name].flatten_all()?.to_vec1::<f32>()?.iter().all(|v| v.is_finite());
             if !finite {
-                bail!("{WEIGHTS_FILE}: tensor {name} holds NaN or infinite values");
+                return Err(WeightsError::NonFinite(name.clone()));
             }
         }
-        Ok(Weights { config_json: serde_json::to_string(&config)?, tensors })
+        let config_json = serde_json::to_string(&config).map_err(|e| WeightsError::Config(e.to_string()))?;
+        Ok(Weights { config_json, tensors })
     }
 
     /// The model's config, CP or REMI-XL.
     pub fn model_config(&self) -> Result<ModelConfig> {
-        let config: ModelConfig = serde_json::from_str(&self.config_json).context("config.json is neither a CP nor a REMI-XL model config")?;
-        config.validate().map_err(anyhow::Error::msg)?;
+        let config: ModelConfig = serde_json::from_str(&self.config_json).map_err(|_| WeightsError::Config("neither a CP nor a REMI-XL model config".into()))?;
+        config.validate().map_err(WeightsError::Config)?;
         Ok(config)
     }
 
@@ -119,7 +163,7 @@ impl Weights {
     pub fn cp_config(&self) -> Result<Config> {
         match self.model_config()? {
             ModelConfig::Cp(c) => Ok(c),
-            ModelConfig::RemiXl(_) => anyhow::bail!("these are REMI-XL weights; this needs a CP model (use --model remi-xl)"),
+            ModelConfig::RemiXl(_) => Err(WeightsError::WrongKind("these are REMI-XL weights; this needs a CP model (use --model remi-xl)")),
         }
     }
 
@@ -127,7 +171,7 @@ impl Weights {
     pub fn xl_config(&self) -> Result<XlConfig> {
         match self.model_config()? {
             ModelConfig::RemiXl(c) => Ok(c),
-            ModelConfig::Cp(_) => anyhow::bail!("these are CP weights; this needs a REMI-XL model"),
+            ModelConfig::Cp(_) => Err(WeightsError::WrongKind("these are CP weights; this needs a REMI-XL model")),
         }
     }
 }
@@ -153,7 +197,7 @@ pub fn load_weights(dir: Option<&Path>) -> Result<Weights> {
         Some(dir) => Weights::load_dir(dir),
         None => match shipped() {
             Some((config, bytes)) => Weights::from_bytes(config, bytes),
-            None => bail!("this build has no shipped weights (weights/ is empty): pass --weights DIR, e.g. a run's best/ folder"),
+            None => Err(WeightsError::NoShipped),
         },
     }
 }
@@ -161,7 +205,7 @@ pub fn load_weights(dir: Option<&Path>) -> Result<Weights> {
 /// The recurrent CP model from `dir` or the shipped weights.
 pub fn load_cp_rnn(dir: Option<&Path>, precision: Precision) -> Result<CpRnn> {
     let weights = load_weights(dir)?;
-    CpRnn::from_tensors(&weights.cp_config()?, &weights.tensors, precision)
+    Ok(CpRnn::from_tensors(&weights.cp_config()?, &weights.tensors, precision)?)
 }
 
 /// REMI-XL weights from `dir`, or from `shipped` (config JSON, safetensors bytes: the command
@@ -170,12 +214,12 @@ pub fn load_remi_xl_weights(dir: Option<&Path>, shipped: Option<(&str, &[u8])>) 
     match (dir, shipped) {
         (Some(dir), _) => Weights::load_dir(dir),
         (None, Some((config, bytes))) => Weights::from_bytes(config, bytes),
-        (None, None) => bail!("this build has no REMI-XL weights (weights/remi-xl/ is empty): pass a weights folder, e.g. a run's best/"),
+        (None, None) => Err(WeightsError::NoShippedRemiXl),
     }
 }
 
 /// The streaming REMI-XL model from `dir` or the shipped weights.
 pub fn load_remi_xl_stream(dir: Option<&Path>, shipped: Option<(&str, &[u8])>, precision: Precision) -> Result<RemiXlStream> {
     let weights = load_remi_xl_weights(dir, shipped)?;
-    RemiXlStream::from_tensors(&weights.xl_config()?, &weights.tensors, precision)
+    Ok(RemiXlStream::from_tensors(&weights.xl_config()?, &weights.tensors, precision)?)
 }
