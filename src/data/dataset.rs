@@ -10,7 +10,28 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+/// Why a data set could not be read, written or built.
+#[derive(Debug, thiserror::Error)]
+pub enum DatasetError {
+    #[error("{}: cannot {what}: {error}", path.display())]
+    Io { path: PathBuf, what: &'static str, error: std::io::Error },
+    /// The file is not a usable data set, and why.
+    #[error("{}: not a usable CP Piano data set: {why}", path.display())]
+    Unusable { path: PathBuf, why: String },
+    /// Bytes that are not a data set (no file name known).
+    #[error("{0}")]
+    Format(String),
+    #[error("{0}")]
+    Import(#[from] ImportError),
+    #[error("no usable songs ({0} skipped)")]
+    NoSongs(usize),
+}
+
+type Result<T> = std::result::Result<T, DatasetError>;
+
+fn io<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(std::io::Error) -> DatasetError + 'a {
+    move |error| DatasetError::Io { path: path.to_path_buf(), what, error }
+}
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -143,7 +164,7 @@ impl Dataset {
             songs: self.songs.clone(),
             skipped: self.skipped.clone(),
         };
-        let json = serde_json::to_vec(&header)?;
+        let json = serde_json::to_vec(&header).map_err(|e| DatasetError::Format(e.to_string()))?;
         let mut bytes = Vec::with_capacity(16 + json.len() + self.tokens.len() * 2);
         bytes.extend_from_slice(MAGIC);
         bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -157,33 +178,34 @@ impl Dataset {
 
     /// Reads a data-set file, checking magic, version, vocabulary and sizes.
     pub fn load(path: &Path) -> Result<Dataset> {
-        let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-        Dataset::from_bytes(&bytes).with_context(|| format!("{}: not a usable CP Piano data set", path.display()))
+        let bytes = std::fs::read(path).map_err(io(path, "read"))?;
+        Dataset::from_bytes(&bytes).map_err(|e| DatasetError::Unusable { path: path.to_path_buf(), why: e.to_string() })
     }
 
     /// Reads a data set from the bytes of its file (see `load`).
     pub fn from_bytes(bytes: &[u8]) -> Result<Dataset> {
+        let bad = |why: &str| Err(DatasetError::Format(why.to_string()));
         if bytes.len() < 16 || &bytes[..8] != MAGIC {
-            bail!("missing the CPPIANO magic bytes");
+            return bad("missing the CPPIANO magic bytes");
         }
-        let version = u32::from_le_bytes(bytes[8..12].try_into()?);
+        let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
         if version != FORMAT_VERSION {
-            bail!("format version {version}, this build reads version {FORMAT_VERSION}: rebuild it with `cp-piano dataset`");
+            return bad(&format!("format version {version}, this build reads version {FORMAT_VERSION}: rebuild it with `cp-piano dataset`"));
         }
-        let len = u32::from_le_bytes(bytes[12..16].try_into()?) as usize;
-        let json = bytes.get(16..16 + len).context("header is truncated")?;
-        let header: Header = serde_json::from_slice(json).context("header is not valid JSON")?;
+        let len = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]) as usize;
+        let Some(json) = bytes.get(16..16 + len) else { return bad("header is truncated") };
+        let Ok(header) = serde_json::from_slice::<Header>(json) else { return bad("header is not valid JSON") };
         if header.vocabulary != header.representation.vocabulary() || header.width != header.representation.width() {
-            bail!("its vocabulary differs from this build's");
+            return bad("its vocabulary differs from this build's");
         }
         let data = &bytes[16 + len..];
         if data.len() % 2 != 0 {
-            bail!("token data has an odd number of bytes");
+            return bad("token data has an odd number of bytes");
         }
         let tokens: Vec<u16> = data.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
         let steps = tokens.len() / header.width;
-        if header.songs.iter().any(|s| s.offset + s.len > steps) {
-            bail!("a song runs past the end of the token data (truncated file?)");
+        if header.songs.iter().any(|s| s.offset.checked_add(s.len).is_none_or(|end| end > steps)) {
+            return bad("a song runs past the end of the token data (truncated file?)");
         }
         Ok(Dataset { representation: header.representation, songs: header.songs, skipped: header.skipped, tokens })
     }
@@ -193,15 +215,14 @@ impl Dataset {
 /// half-written file under the real name.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create folder", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(io(dir, "create the folder"))?;
     }
     let tmp = path.with_extension(format!("{}.tmp", path.extension().map(|e| e.to_string_lossy()).unwrap_or_default()));
     {
-        let mut f = std::fs::File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
+        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp, "create"))?;
+        f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io(&tmp, "write"))?;
     }
-    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot rename into place", path.display()))?;
+    std::fs::rename(&tmp, path).map_err(io(path, "rename into place"))?;
     Ok(())
 }
 
@@ -226,7 +247,7 @@ impl Source {
     fn jobs(&self) -> Result<(Vec<Job>, Vec<Skipped>)> {
         match self {
             Source::MidiFolder(dir) => {
-                let files = crate::midi::midi_files(dir).with_context(|| format!("{}: cannot read folder", dir.display()))?;
+                let files = crate::midi::midi_files(dir).map_err(io(dir, "read the folder"))?;
                 let jobs = files
                     .into_iter()
                     .map(|path| {
@@ -237,7 +258,7 @@ impl Source {
                 Ok((jobs, Vec::new()))
             }
             Source::Pop909(root) => {
-                let (kept, refused) = pop909::four_four_songs(root).map_err(anyhow::Error::from)?;
+                let (kept, refused) = pop909::four_four_songs(root)?;
                 let jobs = kept
                     .into_iter()
                     .map(|id| Job::Pop909 { dir: pop909::song_dir(root, &id), name: id })
@@ -256,7 +277,7 @@ impl Job {
         }
     }
 
-    fn load(&self) -> Result<Song, ImportError> {
+    fn load(&self) -> std::result::Result<Song, ImportError> {
         match self {
             Job::Midi { path, .. } => import_file(path),
             Job::Pop909 { dir, .. } => pop909::load_song(dir),
@@ -275,7 +296,7 @@ pub fn build(source: &Source, representation: Representation, progress: bool) ->
             .progress_chars("=> "),
     );
     bar.set_prefix("tokenising");
-    let results: Vec<(String, Result<Vec<u16>, ImportError>)> = jobs
+    let results: Vec<(String, std::result::Result<Vec<u16>, ImportError>)> = jobs
         .par_iter()
         .map(|job| {
             let tokens = job.load().map(|song| representation.encode(&Grid::from_song(&song)));
@@ -302,7 +323,7 @@ pub fn build(source: &Source, representation: Representation, progress: bool) ->
     }
     dataset.skipped = skipped;
     if dataset.songs.is_empty() {
-        bail!("no usable songs ({} skipped)", dataset.skipped.len());
+        return Err(DatasetError::NoSongs(dataset.skipped.len()));
     }
     Ok(dataset)
 }

@@ -125,7 +125,7 @@ impl Canvas {
             encoder.set_depth(png::BitDepth::Eight);
             encoder.write_header()?.write_image_data(&self.pixels)?;
         }
-        crate::data::dataset::write_atomically(path, &bytes)
+        Ok(crate::data::dataset::write_atomically(path, &bytes)?)
     }
 }
 

@@ -15,7 +15,7 @@ pub fn save_checkpoint(path: &Path, model: &[(String, Tensor)], optimizer: &[(St
     let mut all: Vec<(String, Tensor)> = model.iter().map(|(n, t)| (format!("model.{n}"), t.clone())).collect();
     all.extend(optimizer.iter().map(|(n, t)| (format!("adam.{n}"), t.clone())));
     let bytes = to_safetensors(&all, DType::F32, HashMap::from([("state".to_string(), state_json)]))?;
-    write_atomically(path, &bytes)
+    Ok(write_atomically(path, &bytes)?)
 }
 
 /// A loaded checkpoint: model tensors, optimizer tensors (names without prefixes) and state.
