@@ -268,6 +268,8 @@ pub struct Generator<'m, M: WordModel = CpRnn> {
     bar_states: Option<Vec<BarState<M::State>>>,
     /// Bar words among the fed words.
     fed_bars: u32,
+    /// Words the song began with (its prime, or the kept bars of a regeneration).
+    primed: usize,
 }
 
 /// The model state just before a Bar word.
@@ -277,10 +279,6 @@ struct BarState<S> {
     /// Bar words before it.
     bars_before: u32,
     state: S,
-}
-
-fn is_bar_word(w: Word) -> bool {
-    w.get(Family::Type) == TYPE_METRICAL && w.get(Family::BarBeat) == BAR
 }
 
 /// Bars between the states `remember_bars` keeps (a state of `small` is ~400 KB).
@@ -333,6 +331,7 @@ impl<'m, M: WordModel> Generator<'m, M> {
             error: None,
             bar_states: None,
             fed_bars: 0,
+            primed: words.len(),
             settings,
         };
         for w in words {
@@ -366,7 +365,7 @@ impl<'m, M: WordModel> Generator<'m, M> {
     /// The next word to feed, after keeping the state before it when it opens a remembered bar.
     fn before_feed(&mut self) -> Word {
         let word = self.words[self.fed];
-        if is_bar_word(word) {
+        if word.is_bar() {
             if let Some(states) = &mut self.bar_states {
                 if self.fed_bars % BARS_PER_STATE == 0 && states.last().is_none_or(|s| s.index < self.fed) {
                     states.push(BarState { index: self.fed, bars_before: self.fed_bars, state: self.state.clone() });
@@ -388,6 +387,7 @@ impl<'m, M: WordModel> Generator<'m, M> {
         }
         let kept = cp::first_bars(&self.words, bar - 1).to_vec();
         let cut = kept.len() - 1;
+        self.primed = kept.len();
         let states = self.bar_states.as_mut().map(|states| {
             states.retain(|s| s.index <= cut);
             states.last()
@@ -413,7 +413,12 @@ impl<'m, M: WordModel> Generator<'m, M> {
 
     /// Bars the song has begun (its Bar words).
     fn decoder_bars(&self) -> u32 {
-        self.words.iter().filter(|&&w| is_bar_word(w)).count() as u32
+        self.words.iter().filter(|w| w.is_bar()).count() as u32
+    }
+
+    /// Words the song began with rather than sampled (the prime, or the bars a regeneration kept).
+    pub fn primed(&self) -> usize {
+        self.primed
     }
 
     /// The settings in force (the seed changes with `regenerate_from_bar`).

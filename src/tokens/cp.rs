@@ -91,6 +91,11 @@ impl Word {
         self.0[family as usize]
     }
 
+    /// Whether this word opens a bar (a Metrical word whose bar-beat is Bar).
+    pub fn is_bar(&self) -> bool {
+        self.get(Family::Type) == TYPE_METRICAL && self.get(Family::BarBeat) == BAR
+    }
+
     /// A Metrical word for position `beat` (0..16) with optional tempo bin and chord.
     pub fn metrical(beat: u8, tempo: Option<u8>, chord: Option<Chord>) -> Word {
         Word([
@@ -301,7 +306,7 @@ pub fn first_bars(words: &[Word], bars: u32) -> &[Word] {
         if w.get(Family::Type) == TYPE_EOS {
             return &words[..i];
         }
-        if w.get(Family::Type) == TYPE_METRICAL && w.get(Family::BarBeat) == BAR {
+        if w.is_bar() {
             if seen == bars {
                 return &words[..=i];
             }
