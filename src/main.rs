@@ -366,8 +366,8 @@ fn generate(
     precision: Precision,
     device: DeviceKind,
 ) -> Result<()> {
-    if let Some(k) = variations.filter(|k| !(1..=cp_piano::generate::takes::MAX_TAKES).contains(k)) {
-        anyhow::bail!("--variations {k}: ask for 1 to {} takes", cp_piano::generate::takes::MAX_TAKES);
+    if let Some(k) = variations {
+        cp_piano::generate::takes::check_count(k).context("--variations")?;
     }
     let (model, place) = Inference::load(weights.as_deref(), device == DeviceKind::Cuda, precision)?;
     if device == DeviceKind::Cuda {
@@ -388,49 +388,53 @@ fn generate(
         return generate_takes(&out, &model, &settings, &prime_words, k, hands);
     }
     let start = Instant::now();
-    let mut generator = Generator::try_with_prime(&model, settings, &prime_words).map_err(|e| anyhow::anyhow!("the model failed: {e}"))?;
-    let primed = generator.words().len();
-    let grid = generator.run_to_end();
+    let generator = run_song(&model, settings, &prime_words)?;
+    let primed = generator.primed();
+    let grid = generator.grid();
     let seconds = start.elapsed().as_secs_f64();
+    write_song(&out, &grid, generator.words().len(), generator.words().len() - primed, generator.finish(), seconds, "word", hands)
+}
+
+/// One song continuing `prime` to its end; a model failure is an error naming where it came.
+fn run_song<'m>(model: &'m Inference, settings: GenerationSettings, prime: &[cp::Word]) -> Result<Generator<'m, Inference>> {
+    let mut generator = Generator::try_with_prime(model, settings, prime).map_err(|e| anyhow::anyhow!("the model failed: {e}"))?;
+    generator.run_to_end();
     if let Some(e) = generator.error() {
         anyhow::bail!("the model failed after {} words: {e}", generator.words().len());
     }
-    write_song(&out, &grid, generator.words().len(), generator.words().len() - primed, generator.finish(), seconds, "word", hands)
+    Ok(generator)
 }
 
 /// K takes of one request: `stem-1.mid` .. `stem-K.mid` beside `out`. On the CPU they are
 /// generated together (`Takes`); on a GPU one after another (the same songs).
 fn generate_takes(out: &std::path::Path, model: &Inference, settings: &GenerationSettings, prime: &[cp::Word], k: usize, hands: bool) -> Result<()> {
     let start = Instant::now();
-    let takes: Vec<(Vec<cp::Word>, Option<cp_piano::generate::Finish>)> = match model {
+    // Each take: its words, how many of them it began with, how it ended.
+    let takes: Vec<(Vec<cp::Word>, usize, Option<cp_piano::generate::Finish>)> = match model {
         Inference::Cpu(rnn) => {
             let mut takes = cp_piano::generate::takes::Takes::new(rnn, settings, prime, k)?;
             takes.run_to_end();
-            takes.takes().iter().map(|t| (t.words().to_vec(), t.finish())).collect()
+            takes.takes().iter().map(|t| (t.words().to_vec(), t.primed(), t.finish())).collect()
         }
         Inference::Device(_) => (0..k as u64)
             .map(|i| {
-                let settings = GenerationSettings { seed: settings.seed.wrapping_add(i), ..settings.clone() };
-                let mut generator = Generator::try_with_prime(model, settings, prime).map_err(|e| anyhow::anyhow!("the model failed: {e}"))?;
-                generator.run_to_end();
-                if let Some(e) = generator.error() {
-                    anyhow::bail!("the model failed after {} words: {e}", generator.words().len());
-                }
-                Ok((generator.words().to_vec(), generator.finish()))
+                let generator = run_song(model, GenerationSettings { seed: settings.seed.wrapping_add(i), ..settings.clone() }, prime)?;
+                Ok((generator.words().to_vec(), generator.primed(), generator.finish()))
             })
             .collect::<Result<_>>()?,
     };
     let seconds = start.elapsed().as_secs_f64();
     let stem = out.file_stem().map_or_else(|| "song".into(), |s| s.to_string_lossy().into_owned());
-    let sampled = |words: &Vec<cp::Word>| words.len().saturating_sub(prime.len().max(1));
-    let total: usize = takes.iter().map(|(w, _)| sampled(w)).sum();
-    for (i, (words, finish)) in takes.iter().enumerate() {
+    let sampled = |(words, primed, _): &(Vec<cp::Word>, usize, _)| words.len() - primed;
+    let total: usize = takes.iter().map(sampled).sum();
+    for (i, take) in takes.iter().enumerate() {
+        let (words, _, finish) = take;
         let path = out.with_file_name(format!("{stem}-{}.mid", i + 1));
         let grid = cp::decode(words).grid;
         print!("take {} (seed {}): ", i + 1, settings.seed.wrapping_add(i as u64));
         // Each take's share of the time, by its words.
-        let share = seconds * sampled(words) as f64 / total.max(1) as f64;
-        write_song(&path, &grid, words.len(), sampled(words), *finish, share, "word", hands)?;
+        let share = seconds * sampled(take) as f64 / total.max(1) as f64;
+        write_song(&path, &grid, words.len(), sampled(take), *finish, share, "word", hands)?;
     }
     println!("{k} takes in {seconds:.2} s: {:.3} ms per word over all takes", seconds * 1000.0 / total.max(1) as f64);
     Ok(())

@@ -20,6 +20,15 @@ pub enum TakesError {
     Count(usize),
 }
 
+/// Refuses a number of takes outside 1..=`MAX_TAKES`.
+pub fn check_count(count: usize) -> Result<(), TakesError> {
+    if (1..=MAX_TAKES).contains(&count) {
+        Ok(())
+    } else {
+        Err(TakesError::Count(count))
+    }
+}
+
 /// K songs of one request, advanced word by word together.
 pub struct Takes<'m> {
     model: &'m CpRnn,
@@ -31,9 +40,7 @@ impl<'m> Takes<'m> {
     /// `count` takes continuing `prime` (a Bar word when empty), at seeds `settings.seed`,
     /// `settings.seed + 1`, ...
     pub fn new(model: &'m CpRnn, settings: &GenerationSettings, prime: &[Word], count: usize) -> Result<Takes<'m>, TakesError> {
-        if !(1..=MAX_TAKES).contains(&count) {
-            return Err(TakesError::Count(count));
-        }
+        check_count(count)?;
         let takes = (0..count as u64)
             .map(|i| Generator::with_prime(model, GenerationSettings { seed: settings.seed.wrapping_add(i), ..settings.clone() }, prime))
             .collect();
