@@ -201,11 +201,14 @@ impl RawMidi {
                 sections.push((from, to, n, d));
             }
         }
-        // Each kept section's shift (song tick = file tick + shift), or None where it is cut.
+        // Each kept section's shift (song tick = file tick + shift), or None where it is cut;
+        // and where each begins in the song (for a cut one, where the cut is).
         let mut shifts: Vec<Option<i64>> = Vec::new();
+        let mut begins: Vec<u64> = Vec::new();
         let mut dropped = Vec::new();
         let mut at = 0u64;
         for (i, &(from, to, n, d)) in sections.iter().enumerate() {
+            begins.push(at);
             match (n, d) {
                 (4, 4) | (2, 2) => {
                     at = at.div_ceil(bar) * bar;
@@ -242,10 +245,7 @@ impl RawMidi {
         // A tempo inside a cut section takes effect where the cut is.
         for &(tick, us) in &self.tempos {
             let i = section_of(tick);
-            let place = match shifts[i] {
-                Some(shift) => moved(tick, shift),
-                None => shifts[..i].iter().rev().zip(sections[..i].iter().rev()).find_map(|(s, sec)| s.map(|s| moved(sec.1, s))).unwrap_or(0),
-            };
+            let place = shifts[i].map_or(begins[i], |shift| moved(tick, shift));
             out.tempos.push((place, us));
         }
         out.notes.sort_by_key(|n| (n.start, n.pitch, n.end));
