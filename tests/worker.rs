@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use cp_piano::playback::engine::SongEvent;
 use cp_piano::generate::GenerationSettings;
 use cp_piano::midi::import::import_file;
-use cp_piano::playback::worker::{engine_note, export_midi, spawn, Command, Hooks, ModelSource, Shared, Status, StoredSong};
+use cp_piano::playback::worker::{engine_note, export_midi, spawn, Command, Hooks, ModelSource, Shared, Status, StoredSong, Worker};
 
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -19,16 +19,23 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-fn the_worker_generates_restores_and_exports() {
-    let (producer, mut consumer) = rtrb::RingBuffer::new(1 << 16);
+/// A worker on the shipped model whose regenerations use `settings` and whose finished songs
+/// are kept in the returned list; with the consumer end of its ring.
+fn keeping_worker(settings: &GenerationSettings) -> (Worker, rtrb::Consumer<SongEvent>, Arc<Shared>, Arc<Mutex<Vec<StoredSong>>>) {
+    let (producer, consumer) = rtrb::RingBuffer::new(1 << 16);
     let shared = Arc::new(Shared::default());
     let kept: Arc<Mutex<Vec<StoredSong>>> = Arc::default();
     let sink = kept.clone();
-    let settings = GenerationSettings { seed: 5, max_bars: Some(8), ..Default::default() };
     let for_requests = settings.clone();
     let hooks = Hooks { keep: Box::new(move |song: &StoredSong| sink.lock().unwrap().push(song.clone())), ..Hooks::stateless(move || for_requests.clone()) };
     let worker = spawn(ModelSource::Shipped, shared.clone(), producer, hooks);
+    (worker, consumer, shared, kept)
+}
+
+#[test]
+fn the_worker_generates_restores_and_exports() {
+    let settings = GenerationSettings { seed: 5, max_bars: Some(8), ..Default::default() };
+    let (worker, mut consumer, shared, kept) = keeping_worker(&settings);
     worker.commands.send(Command::Generate(settings)).unwrap();
     wait_for("the song", || kept.lock().unwrap().len() == 1);
     assert_eq!(shared.status(), Status::Ready);
@@ -116,14 +123,8 @@ fn a_regenerate_while_the_model_loads_and_a_state_load_are_both_acted_on() {
 
 #[test]
 fn regenerate_from_a_bar_keeps_the_bars_before_and_undo_brings_the_old_song_back() {
-    let (producer, mut consumer) = rtrb::RingBuffer::new(1 << 16);
-    let shared = Arc::new(Shared::default());
-    let kept: Arc<Mutex<Vec<StoredSong>>> = Arc::default();
-    let sink = kept.clone();
     let settings = GenerationSettings { seed: 5, min_bars: 12, max_bars: Some(12), ..Default::default() };
-    let for_requests = settings.clone();
-    let hooks = Hooks { keep: Box::new(move |song: &StoredSong| sink.lock().unwrap().push(song.clone())), ..Hooks::stateless(move || for_requests.clone()) };
-    let worker = spawn(ModelSource::Shipped, shared.clone(), producer, hooks);
+    let (worker, mut consumer, shared, kept) = keeping_worker(&settings);
     let drain = |consumer: &mut rtrb::Consumer<SongEvent>| std::iter::from_fn(|| consumer.pop().ok()).collect::<Vec<_>>();
     worker.commands.send(Command::Generate(settings)).unwrap();
     wait_for("the song", || kept.lock().unwrap().len() == 1);
