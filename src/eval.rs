@@ -10,26 +10,54 @@ pub mod plot;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
 use crate::data::batches::windows;
-use crate::model::weights::Weights;
-use crate::data::dataset::{self, Representation, Source, Split};
+use crate::model::weights::{Weights, WeightsError};
+use crate::data::dataset::{self, DatasetError, Representation, Source, Split};
 use crate::generate::{Finish, GenerationSettings, Generator};
 use crate::music::grid::Grid;
 use crate::eval::metrics::{mean, SongMetrics};
-use crate::midi::import::import_file;
+use crate::midi::import::{import_file, ImportError};
 use crate::model::cp_rnn::CpRnn;
-use crate::model::cpu::Precision;
+use crate::model::cpu::{LoadError, Precision};
 use crate::model::remi_xl_stream::RemiXlStream;
-use crate::model::Trainable;
-use plot::{Rgb, BLUE, GREEN, RED};
+use crate::model::{ModelKind, Trainable};
+use plot::{MetricPanel, PlotError, Rgb, BLUE, RED};
 use crate::generate::remi::{RemiGenerator, RemiSettings};
 use crate::midi::pop909;
 use crate::tokens::cp;
+
+/// Why an evaluation could not run or write its report.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error("{}: cannot read the folder: {error}", dir.display())]
+    ReadFolder { dir: PathBuf, error: std::io::Error },
+    #[error("{}: no .mid files in it or its sub-folders", .0.display())]
+    NoMidi(PathBuf),
+    #[error("the {kind:?} model needs {needs:?} data")]
+    WrongData { kind: ModelKind, needs: Representation },
+    #[error("the data set has no {0:?} songs")]
+    NoSongs(Split),
+    #[error("{}: cannot create: {error}", path.display())]
+    CreateFolder { path: PathBuf, error: std::io::Error },
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    #[error(transparent)]
+    Model(#[from] LoadError),
+    #[error(transparent)]
+    Tensor(#[from] candle_core::Error),
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
+    #[error(transparent)]
+    Import(#[from] ImportError),
+    #[error(transparent)]
+    Plot(#[from] PlotError),
+}
+
+type Result<T> = std::result::Result<T, EvalError>;
 
 /// One evaluated song.
 #[derive(Debug, Clone)]
@@ -106,9 +134,9 @@ fn progress_bar(len: usize, what: &str, show: bool) -> ProgressBar {
 /// The metrics of every MIDI file in `dir` (sorted by name); files that do not import are
 /// returned as (name, reason).
 pub fn folder_metrics(dir: &Path, progress: bool) -> Result<(Vec<SongResult>, Vec<(String, String)>)> {
-    let paths = crate::midi::midi_files(dir).with_context(|| format!("{}: cannot read the folder", dir.display()))?;
+    let paths = crate::midi::midi_files(dir).map_err(|error| EvalError::ReadFolder { dir: dir.to_path_buf(), error })?;
     if paths.is_empty() {
-        bail!("{}: no .mid files in it or its sub-folders", dir.display());
+        return Err(EvalError::NoMidi(dir.to_path_buf()));
     }
     let bar = progress_bar(paths.len(), "songs", progress);
     let results: Vec<std::result::Result<SongResult, (String, String)>> = paths
@@ -169,14 +197,14 @@ pub fn generate_remi(model: &RemiXlStream, n: usize, settings: &RemiSettings, pr
 pub fn teacher_forced_loss(weights: &Weights, data: &dataset::Dataset, split: Split) -> Result<Vec<f64>> {
     let config = weights.model_config()?;
     if config.kind().representation() != data.representation {
-        bail!("the {:?} model needs {:?} data", config.kind(), config.kind().representation());
+        return Err(EvalError::WrongData { kind: config.kind(), needs: config.kind().representation() });
     }
     let model = Trainable::new(config, 0, &Device::Cpu)?;
     model.load(&weights.tensors)?;
     let longest = data.songs.iter().map(|s| s.len).max().unwrap_or(1);
     let songs = windows(data, split, longest);
     if songs.is_empty() {
-        bail!("the data set has no {split:?} songs");
+        return Err(EvalError::NoSongs(split));
     }
     Ok(model.validation_loss(data, &songs, 1, &Device::Cpu)?)
 }
@@ -207,7 +235,8 @@ pub struct CompareOptions {
 /// `piano_roll_remi_xl.png` and the songs (`cp/seed_N.mid`, `remi-xl/seed_N.mid`) in `out`.
 /// Returns the report.
 pub fn compare(o: &CompareOptions) -> Result<String> {
-    std::fs::create_dir_all(&o.out).with_context(|| format!("{}: cannot create", o.out.display()))?;
+    let create = |path: PathBuf| std::fs::create_dir_all(&path).map_err(|error| EvalError::CreateFolder { path, error });
+    create(o.out.clone())?;
     let count = |w: &Weights| w.tensors.values().map(|t| t.elem_count()).sum::<usize>();
     let cp_model = CpRnn::from_tensors(&o.cp.cp_config()?, &o.cp.tensors, Precision::Int8)?;
     let remi_model = RemiXlStream::from_tensors(&o.remi_xl.xl_config()?, &o.remi_xl.tensors, Precision::Int8)?;
@@ -219,7 +248,7 @@ pub fn compare(o: &CompareOptions) -> Result<String> {
         Group { name: "REMI + Transformer-XL".into(), unit: "token", songs: remi_songs, parameters: Some(count(&o.remi_xl)), validation_loss: None },
     ];
     for (group, dir) in groups.iter().zip(["cp", "remi-xl"]) {
-        std::fs::create_dir_all(o.out.join(dir))?;
+        create(o.out.join(dir))?;
         for (i, song) in group.songs.iter().enumerate() {
             let bytes = crate::midi::export::export_bytes(&song.grid.to_song(), 0);
             dataset::write_atomically(&o.out.join(dir).join(format!("seed_{i}.mid")), &bytes)?;
@@ -243,15 +272,18 @@ pub fn compare(o: &CompareOptions) -> Result<String> {
             .collect::<Result<_>>()?;
         groups.push(Group { name: "POP909 validation songs".into(), unit: "word", songs: reference, parameters: None, validation_loss: None });
     }
-    let colours: [Rgb; 3] = [BLUE, RED, GREEN];
-    let labels = ["CP", "REMI-XL", "POP909"];
+    let models: [(&str, Rgb); 2] = [("CP", BLUE), ("REMI-XL", RED)];
     let summaries: Vec<Summary> = groups.iter().map(Group::summary).collect();
-    let panel = |name: &'static str, f: fn(&Summary) -> f64| -> (&'static str, Vec<(&str, Rgb, f64)>) {
-        (name, summaries.iter().enumerate().map(|(i, s)| (labels[i], colours[i], f(s))).collect())
+    let panel = |name: &'static str, f: fn(&Summary) -> f64| MetricPanel {
+        name,
+        values: summaries[..2].iter().map(f).collect(),
+        reference: summaries.get(2).map(f),
     };
-    plot::bar_panels(
+    plot::metric_bars(
         "metrics: generated songs against the data",
-        &[panel("H1", |s| s.h1), panel("H4", |s| s.h4), panel("GS", |s| s.gs), panel("CPI", |s| s.cpi)],
+        &models,
+        &[panel("H1", |s| s.h1), panel("H4", |s| s.h4), panel("GS", |s| s.gs), panel("CPI", |s| s.cpi), panel("longest repeat (bars)", |s| s.longest_repeat)],
+        "POP909 validation songs",
         &o.out.join("metrics.png"),
     )?;
     plot::piano_roll("CP seed 0: first 16 bars", &groups[0].songs[0].grid, 16, BLUE, &o.out.join("piano_roll_cp.png"))?;

@@ -168,7 +168,7 @@ impl Inference {
     /// Loads CP weights (`dir`, or the shipped ones) on a CUDA GPU when `cuda` is asked for,
     /// this build has the feature and a GPU answers; otherwise on the CPU at `precision`.
     /// Returns the model and where it runs.
-    pub fn load(dir: Option<&std::path::Path>, cuda: bool, precision: Precision) -> anyhow::Result<(Inference, String)> {
+    pub fn load(dir: Option<&std::path::Path>, cuda: bool, precision: Precision) -> Result<(Inference, String), crate::model::weights::WeightsError> {
         let weights = crate::model::weights::load_weights(dir)?;
         let config = weights.cp_config()?;
         if cuda {

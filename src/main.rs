@@ -546,7 +546,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             generate(out, settings, weights, prime, prime_bars, hands, variations, precision, device)
         }
-        Command::Bench { words, weights, no_training, training_only } => cp_piano::bench::print(words, weights.as_deref(), no_training, training_only),
+        Command::Bench { words, weights, no_training, training_only } => Ok(cp_piano::bench::print(words, weights.as_deref(), no_training, training_only)?),
         Command::Eval { midi, songs, pop909, cp_weights, remi_weights, min_bars, out } => eval(midi, songs, pop909, cp_weights, remi_weights, min_bars, out),
         Command::Loss { weights, data, split } => {
             let weights = cp_piano::model::weights::load_weights(weights.as_deref())?;

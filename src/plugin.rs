@@ -188,7 +188,7 @@ impl CpPianoParams {
 
     /// The progression typed in the editor: none when the text is empty, or why it does not
     /// read (then songs follow no progression).
-    pub fn progression(&self) -> Result<Option<crate::generate::chords::Progression>, String> {
+    pub fn progression(&self) -> Result<Option<crate::generate::chords::Progression>, crate::music::TextError> {
         let text = self.chords.read().map(|t| t.trim().to_string()).unwrap_or_default();
         if text.is_empty() {
             return Ok(None);

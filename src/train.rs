@@ -14,19 +14,60 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::data::batches::{epoch_batches, make_batch, transposition, windows, Window};
 use crate::model::weights::export_weights;
-use crate::train::checkpoint::{load_checkpoint, save_checkpoint};
-use crate::data::dataset::{self, Dataset, Source, Split};
+use crate::model::weights::WeightsError;
+use crate::train::checkpoint::{load_checkpoint, save_checkpoint, CheckpointError};
+use crate::data::dataset::{self, Dataset, DatasetError, Representation, Source, Split};
 use crate::model::layers::Dropout;
 use crate::model::{ModelConfig, ModelKind, Trainable};
 use crate::train::optim::{learning_rate, AdamW, AdamWConfig};
 use log::{append_log, read_log, LogLine};
+
+/// Why a run could not start or go on. Every error leaves the last checkpoint as it was.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("{}: no such file or folder", .0.display())]
+    NoData(PathBuf),
+    #[error("{}: a {found:?} data set; the {kind:?} model needs {needs:?} tokens", path.display())]
+    WrongData { path: PathBuf, found: Representation, kind: ModelKind, needs: Representation },
+    #[error("{}: no training songs", .0.display())]
+    NoTrainingSongs(PathBuf),
+    #[error("{}: cannot create: {error}", path.display())]
+    CreateFolder { path: PathBuf, error: std::io::Error },
+    #[error("{}: a {found:?} run; pass --model accordingly", out.display())]
+    WrongRun { out: PathBuf, found: ModelKind },
+    #[error("{}: {found:?} weights; pass --model accordingly", dir.display())]
+    WrongInit { dir: PathBuf, found: ModelKind },
+    #[error("{}: weights do not fit their config: {error}", dir.display())]
+    InitMismatch { dir: PathBuf, error: candle_core::Error },
+    #[error("unknown preset {0:?} (paper, small or tiny)")]
+    UnknownPreset(String),
+    #[error("--transpose moves CP words; the {0:?} model's data cannot be transposed (leave it off)")]
+    TransposeNotCp(ModelKind),
+    #[error("loss became {loss} at step {step}; the last checkpoint is intact (lower --lr and resume)")]
+    Diverged { loss: f64, step: u64 },
+    #[error("checkpoint state: {0}")]
+    State(#[from] serde_json::Error),
+    #[error("{}: cannot write the log: {error}", path.display())]
+    Log { path: PathBuf, error: std::io::Error },
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    #[error(transparent)]
+    Plot(#[from] crate::eval::plot::PlotError),
+    #[error(transparent)]
+    Tensor(#[from] candle_core::Error),
+}
+
+type Result<T> = std::result::Result<T, TrainError>;
 
 /// Gradients are clipped to this global norm.
 pub const CLIP_NORM: f64 = 3.0;
@@ -88,10 +129,10 @@ pub fn load_data(path: &Path, kind: ModelKind, progress: bool) -> Result<Dataset
     } else if path.is_dir() {
         dataset::build(&Source::MidiFolder(path.to_path_buf()), repr, progress)?
     } else {
-        bail!("{}: no such file or folder", path.display());
+        return Err(TrainError::NoData(path.to_path_buf()));
     };
     if data.representation != repr {
-        bail!("{}: a {:?} data set; the {kind:?} model needs {repr:?} tokens", path.display(), data.representation);
+        return Err(TrainError::WrongData { path: path.to_path_buf(), found: data.representation, kind, needs: repr });
     }
     Ok(data)
 }
@@ -129,16 +170,16 @@ pub fn train(options: TrainOptions, resume: bool, stop: Arc<AtomicBool>) -> Resu
     let train_windows = windows(&data, Split::Train, options.window);
     let valid_windows = windows(&data, Split::Valid, options.window);
     if train_windows.is_empty() {
-        bail!("{}: no training songs", options.data.display());
+        return Err(TrainError::NoTrainingSongs(options.data.clone()));
     }
-    std::fs::create_dir_all(&options.out).with_context(|| format!("{}: cannot create", options.out.display()))?;
+    std::fs::create_dir_all(&options.out).map_err(|error| TrainError::CreateFolder { path: options.out.clone(), error })?;
     let checkpoint = options.out.join("checkpoint.safetensors");
     let log_path = options.out.join("log.jsonl");
     let mut run = if resume && checkpoint.exists() {
         let ck = load_checkpoint(&checkpoint, &device)?;
-        let mut state: TrainState = serde_json::from_str(&ck.state_json).context("checkpoint state")?;
+        let mut state: TrainState = serde_json::from_str(&ck.state_json)?;
         if state.config.kind() != options.model {
-            bail!("{}: a {:?} run; pass --model accordingly", options.out.display(), state.config.kind());
+            return Err(TrainError::WrongRun { out: options.out.clone(), found: state.config.kind() });
         }
         let model = Trainable::new(state.config.clone(), state.options.seed, &device)?;
         model.load(&ck.model)?;
@@ -167,14 +208,14 @@ pub fn train(options: TrainOptions, resume: bool, stop: Arc<AtomicBool>) -> Resu
                 let weights = crate::model::weights::Weights::load_dir(dir)?;
                 let config = weights.model_config()?;
                 if config.kind() != options.model {
-                    bail!("{}: {:?} weights; pass --model accordingly", dir.display(), config.kind());
+                    return Err(TrainError::WrongInit { dir: dir.clone(), found: config.kind() });
                 }
                 let model = Trainable::new(config.clone(), options.seed, &device)?;
-                model.load(&weights.tensors).with_context(|| format!("{}: weights do not fit their config", dir.display()))?;
+                model.load(&weights.tensors).map_err(|error| TrainError::InitMismatch { dir: dir.clone(), error })?;
                 (config, model)
             }
             None => {
-                let config = options.model.preset(&options.preset).with_context(|| format!("unknown preset {:?} (paper, small or tiny)", options.preset))?;
+                let config = options.model.preset(&options.preset).ok_or_else(|| TrainError::UnknownPreset(options.preset.clone()))?;
                 let model = Trainable::new(config.clone(), options.seed, &device)?;
                 (config, model)
             }
@@ -186,7 +227,7 @@ pub fn train(options: TrainOptions, resume: bool, stop: Arc<AtomicBool>) -> Resu
     };
     let o = run.options.clone();
     if o.transpose && o.model != ModelKind::Cp {
-        bail!("--transpose moves CP words; the {:?} model's data cannot be transposed (leave it off)", o.model);
+        return Err(TrainError::TransposeNotCp(o.model));
     }
     let batches_per_epoch = epoch_batches(&train_windows, o.batch_size, o.seed, 0).len() as u64;
     eprintln!(
@@ -224,7 +265,7 @@ pub fn train(options: TrainOptions, resume: bool, stop: Arc<AtomicBool>) -> Resu
         let (loss, _) = run.model.loss(&batch, Some(&mut dropout))?;
         let loss_value = loss.to_scalar::<f32>()? as f64;
         if !loss_value.is_finite() {
-            bail!("loss became {loss_value} at step {step}; the last checkpoint is intact (lower --lr and resume)");
+            return Err(TrainError::Diverged { loss: loss_value, step });
         }
         let grads = loss.backward()?;
         let lr = learning_rate(step, o.lr, o.warmup, o.steps);
@@ -239,7 +280,7 @@ pub fn train(options: TrainOptions, resume: bool, stop: Arc<AtomicBool>) -> Resu
         if step % 10 == 0 || step == o.steps {
             let wps = window_words as f64 / window_start.elapsed().as_secs_f64();
             bar.set_message(format!("loss {loss_value:.3} lr {lr:.2e} {wps:.0} words/s"));
-            append_log(&log_path, &LogLine::train(step, run.state.seconds, lr, loss_value, norm, wps))?;
+            append_log(&log_path, &LogLine::train(step, run.state.seconds, lr, loss_value, norm, wps)).map_err(|error| TrainError::Log { path: log_path.clone(), error })?;
             window_start = Instant::now();
             window_words = 0;
         }
@@ -249,7 +290,7 @@ pub fn train(options: TrainOptions, resume: bool, stop: Arc<AtomicBool>) -> Resu
             let mean = family.iter().sum::<f64>() / family.len() as f64;
             let summary: Vec<String> = run.state.config.loss_names().iter().zip(&family).map(|(n, l)| format!("{n} {l:.3}")).collect();
             bar.println(format!("step {step}: validation {mean:.4} ({})", summary.join(", ")));
-            append_log(&log_path, &LogLine::valid(step, run.state.seconds, lr, family))?;
+            append_log(&log_path, &LogLine::valid(step, run.state.seconds, lr, family)).map_err(|error| TrainError::Log { path: log_path.clone(), error })?;
             if run.state.best_valid.is_none_or(|b| mean < b) {
                 run.state.best_valid = Some(mean);
                 let config = serde_json::to_string_pretty(&run.state.config)?;
@@ -260,12 +301,12 @@ pub fn train(options: TrainOptions, resume: bool, stop: Arc<AtomicBool>) -> Resu
         }
         if evaluate || last_save.elapsed().as_secs_f64() > o.save_minutes * 60.0 {
             run.save()?;
-            log::plot_loss(&read_log(&log_path), &o.out.join("loss.png"))?;
+            log::plot_loss(&read_log(&log_path), &run.state.config.loss_names(), &o.out.join("loss.png"))?;
             last_save = Instant::now();
         }
     }
     run.save()?;
-    log::plot_loss(&read_log(&log_path), &o.out.join("loss.png"))?;
+    log::plot_loss(&read_log(&log_path), &run.state.config.loss_names(), &o.out.join("loss.png"))?;
     bar.finish_and_clear();
     if stop.load(Ordering::SeqCst) {
         eprintln!("stopped at step {}: checkpoint saved in {}", run.state.step, o.out.display());

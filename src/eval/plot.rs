@@ -1,240 +1,232 @@
-//! Small PNG charts drawn without any font or GUI library: a canvas, lines, and a built-in 3x5
-//! pixel font for numbers and short labels. Used for the trainer's loss curve and the
-//! evaluation report's figures.
+//! PNG figures drawn with plotters into a pixel buffer, with an embedded font (egui's Ubuntu
+//! Light), so no system font or library is needed: the trainer's loss curve, the evaluation's
+//! metric bars and piano rolls. Plots take plain series and songs; they know nothing of the
+//! trainer or the models.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Once;
 
-use anyhow::Result;
+use plotters::coord::combinators::BindKeyPoints;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::{register_font, FontStyle, RGBColor};
 
-/// 3x5 glyphs, one row per 3 bits (top row first).
-fn glyph(c: char) -> [u8; 5] {
-    match c {
-        '0' => [7, 5, 5, 5, 7],
-        '1' => [2, 6, 2, 2, 7],
-        '2' => [7, 1, 7, 4, 7],
-        '3' => [7, 1, 7, 1, 7],
-        '4' => [5, 5, 7, 1, 1],
-        '5' => [7, 4, 7, 1, 7],
-        '6' => [7, 4, 7, 5, 7],
-        '7' => [7, 1, 1, 2, 2],
-        '8' => [7, 5, 7, 5, 7],
-        '9' => [7, 5, 7, 1, 7],
-        '.' => [0, 0, 0, 0, 2],
-        '-' => [0, 0, 7, 0, 0],
-        '%' => [5, 1, 2, 4, 5],
-        ':' => [0, 2, 0, 2, 0],
-        '/' => [1, 1, 2, 4, 4],
-        '(' => [1, 2, 2, 2, 1],
-        ')' => [4, 2, 2, 2, 4],
-        c => match c.to_ascii_lowercase() {
-            'a' => [2, 5, 7, 5, 5],
-            'b' => [6, 5, 6, 5, 6],
-            'c' => [3, 4, 4, 4, 3],
-            'd' => [6, 5, 5, 5, 6],
-            'e' => [7, 4, 6, 4, 7],
-            'f' => [7, 4, 6, 4, 4],
-            'g' => [3, 4, 5, 5, 3],
-            'h' => [5, 5, 7, 5, 5],
-            'i' => [7, 2, 2, 2, 7],
-            'j' => [1, 1, 1, 5, 2],
-            'k' => [5, 5, 6, 5, 5],
-            'l' => [4, 4, 4, 4, 7],
-            'm' => [5, 7, 7, 5, 5],
-            'n' => [6, 5, 5, 5, 5],
-            'o' => [2, 5, 5, 5, 2],
-            'p' => [6, 5, 6, 4, 4],
-            'q' => [2, 5, 5, 6, 3],
-            'r' => [6, 5, 6, 5, 5],
-            's' => [3, 4, 2, 1, 6],
-            't' => [7, 2, 2, 2, 2],
-            'u' => [5, 5, 5, 5, 7],
-            'v' => [5, 5, 5, 5, 2],
-            'w' => [5, 5, 7, 7, 5],
-            'x' => [5, 5, 2, 5, 5],
-            'y' => [5, 5, 2, 2, 2],
-            'z' => [7, 1, 2, 4, 7],
-            _ => [0; 5],
-        },
-    }
+use crate::data::dataset::{write_atomically, DatasetError};
+use crate::music::chord::ROOT_NAMES;
+use crate::music::grid::{Grid, PITCH_MAX, PITCH_MIN};
+use crate::music::song::POSITIONS_PER_BAR;
+
+/// A colour of a series.
+pub type Rgb = RGBColor;
+pub const BLUE: Rgb = RGBColor(40, 90, 200);
+pub const RED: Rgb = RGBColor(200, 50, 50);
+pub const GREEN: Rgb = RGBColor(30, 150, 70);
+/// Colours for the loss families, in family order (then repeated).
+const FAMILY_COLOURS: [Rgb; 7] = [
+    RGBColor(230, 159, 0),
+    RGBColor(86, 180, 233),
+    RGBColor(0, 158, 115),
+    RGBColor(204, 121, 167),
+    RGBColor(0, 114, 178),
+    RGBColor(213, 94, 0),
+    RGBColor(120, 120, 120),
+];
+
+/// Why a figure could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum PlotError {
+    #[error("{}: cannot draw the figure: {message}", path.display())]
+    Draw { path: PathBuf, message: String },
+    #[error("{}: cannot encode the PNG: {error}", path.display())]
+    Encode { path: PathBuf, error: png::EncodingError },
+    #[error(transparent)]
+    Write(#[from] DatasetError),
 }
 
-/// An RGB canvas.
-pub struct Canvas {
-    pub width: usize,
-    pub height: usize,
-    pixels: Vec<u8>,
+const FONT: &str = "sans-serif";
+
+/// Registers the embedded font once per process (plotters keeps a global font table).
+fn register_embedded_font() {
+    static REGISTER: Once = Once::new();
+    REGISTER.call_once(|| {
+        if register_font(FONT, FontStyle::Normal, epaint_default_fonts::UBUNTU_LIGHT).is_err() {
+            // The font is a constant of a dependency; a failure here is a broken build.
+            panic!("the embedded Ubuntu Light font does not parse");
+        }
+    });
 }
 
-pub type Rgb = [u8; 3];
-pub const BLACK: Rgb = [0, 0, 0];
-pub const GREY: Rgb = [200, 200, 200];
-pub const BLUE: Rgb = [40, 90, 200];
-pub const RED: Rgb = [210, 50, 40];
-pub const GREEN: Rgb = [40, 150, 60];
-
-impl Canvas {
-    pub fn new(width: usize, height: usize) -> Canvas {
-        Canvas { width, height, pixels: vec![255; width * height * 3] }
+/// Draws a `width` x `height` figure with `draw` and writes it to `path` as a PNG.
+fn figure<F>(path: &Path, width: u32, height: u32, draw: F) -> Result<(), PlotError>
+where
+    F: FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>) -> Result<(), Box<dyn std::error::Error>>,
+{
+    register_embedded_font();
+    let mut pixels = vec![255u8; width as usize * height as usize * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, (width, height)).into_drawing_area();
+        let drawn = draw(&root).and_then(|()| root.present().map_err(Into::into));
+        drawn.map_err(|e| PlotError::Draw { path: path.to_path_buf(), message: e.to_string() })?;
     }
+    let mut bytes = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut bytes, width, height);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        let encode = |error| PlotError::Encode { path: path.to_path_buf(), error };
+        encoder.write_header().map_err(encode)?.write_image_data(&pixels).map_err(encode)?;
+    }
+    Ok(write_atomically(path, &bytes)?)
+}
 
-    pub fn set(&mut self, x: i64, y: i64, c: Rgb) {
-        if x >= 0 && y >= 0 && (x as usize) < self.width && (y as usize) < self.height {
-            let i = (y as usize * self.width + x as usize) * 3;
-            self.pixels[i..i + 3].copy_from_slice(&c);
+/// The range of the finite values, padded so a flat series still has height.
+fn value_range(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
+    let (lo, hi) = values.filter(|v| v.is_finite()).fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    if lo > hi {
+        return None;
+    }
+    let pad = ((hi - lo) * 0.05).max(1e-3);
+    Some((lo - pad, hi + pad))
+}
+
+/// The trainer's loss curve against optimizer steps: the training loss as a line, the mean
+/// validation loss as points, and one line per family of the validation loss (`families`:
+/// name and (step, loss) points).
+pub fn loss_curve(train: &[(f64, f64)], valid: &[(f64, f64)], families: &[(&str, Vec<(f64, f64)>)], path: &Path) -> Result<(), PlotError> {
+    let all = || train.iter().chain(valid).chain(families.iter().flat_map(|f| f.1.iter()));
+    let (x_lo, x_hi) = value_range(all().map(|p| p.0)).unwrap_or((0.0, 1.0));
+    let (y_lo, y_hi) = value_range(all().map(|p| p.1)).unwrap_or((0.0, 1.0));
+    figure(path, 1000, 600, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption("training and validation loss", (FONT, 26))
+            .margin(16)
+            .x_label_area_size(44)
+            .y_label_area_size(64)
+            .build_cartesian_2d(x_lo.max(0.0)..x_hi, y_lo.max(0.0)..y_hi)?;
+        chart
+            .configure_mesh()
+            .x_desc("optimizer step")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_desc("cross-entropy (nats)")
+            .label_style((FONT, 15))
+            .axis_desc_style((FONT, 17))
+            .draw()?;
+        chart
+            .draw_series(LineSeries::new(train.iter().copied(), BLUE.stroke_width(2)))?
+            .label("train (mean of families)")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
+        for (i, (name, points)) in families.iter().enumerate() {
+            let colour = FAMILY_COLOURS[i % FAMILY_COLOURS.len()];
+            chart
+                .draw_series(LineSeries::new(points.iter().copied(), colour.stroke_width(1)))?
+                .label(format!("valid {name}"))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(1)));
         }
-    }
+        chart
+            .draw_series(valid.iter().map(|&p| Circle::new(p, 4, RED.filled())))?
+            .label("valid (mean)")
+            .legend(|(x, y)| Circle::new((x + 10, y), 4, RED.filled()));
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .label_font((FONT, 14))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()?;
+        Ok(())
+    })
+}
 
-    pub fn rect(&mut self, x0: i64, y0: i64, x1: i64, y1: i64, c: Rgb) {
-        for y in y0.min(y1)..=y0.max(y1) {
-            for x in x0.min(x1)..=x0.max(x1) {
-                self.set(x, y, c);
-            }
+/// One metric of the evaluation's bar figure: a value per model (NaN: not measured) and the
+/// data's value, drawn as a reference line across the panel.
+pub struct MetricPanel<'a> {
+    pub name: &'a str,
+    pub values: Vec<f64>,
+    pub reference: Option<f64>,
+}
+
+/// Side-by-side panels, one per metric, each with its own scale from 0: a bar per model
+/// (`models`: label and colour, in the order of each panel's values) and the reference line.
+pub fn metric_bars(title: &str, models: &[(&str, Rgb)], panels: &[MetricPanel<'_>], reference_label: &str, path: &Path) -> Result<(), PlotError> {
+    let width = 260 * panels.len().max(1) as u32;
+    figure(path, width, 480, |root| {
+        let (head, body) = root.split_vertically(70);
+        head.draw(&Text::new(title, (16, 8), (FONT, 24).into_font()))?;
+        let mut x = 16;
+        for (label, colour) in models {
+            head.draw(&Rectangle::new([(x, 44), (x + 14, 58)], colour.filled()))?;
+            head.draw(&Text::new(*label, (x + 20, 42), (FONT, 16).into_font()))?;
+            x += 40 + 9 * label.len() as i32;
         }
-    }
-
-    /// A line `thick` pixels wide.
-    pub fn line(&mut self, (x0, y0): (f64, f64), (x1, y1): (f64, f64), c: Rgb, thick: i64) {
-        let steps = ((x1 - x0).abs().max((y1 - y0).abs()).ceil() as i64).max(1);
-        for s in 0..=steps {
-            let t = s as f64 / steps as f64;
-            let (x, y) = ((x0 + (x1 - x0) * t).round() as i64, (y0 + (y1 - y0) * t).round() as i64);
-            self.rect(x, y, x + thick - 1, y + thick - 1, c);
-        }
-    }
-
-    /// Text at (x, y) (top left), each font pixel `scale` pixels wide.
-    pub fn text(&mut self, x: i64, y: i64, text: &str, c: Rgb, scale: i64) {
-        for (i, ch) in text.chars().enumerate() {
-            for (row, bits) in glyph(ch).iter().enumerate() {
-                for col in 0..3 {
-                    if bits & (4 >> col) != 0 {
-                        let px = x + (i as i64 * 4 + col) * scale;
-                        let py = y + row as i64 * scale;
-                        self.rect(px, py, px + scale - 1, py + scale - 1, c);
-                    }
+        head.draw(&PathElement::new(vec![(x, 51), (x + 24, 51)], GREEN.stroke_width(3)))?;
+        head.draw(&Text::new(reference_label, (x + 30, 42), (FONT, 16).into_font()))?;
+        for (area, panel) in body.split_evenly((1, panels.len().max(1))).iter().zip(panels) {
+            let top = panel.values.iter().copied().chain(panel.reference).filter(|v| v.is_finite()).fold(0f64, f64::max).max(1e-6) * 1.2;
+            let n = panel.values.len().max(1) as f64;
+            let mut chart = ChartBuilder::on(area)
+                .caption(panel.name, (FONT, 20))
+                .margin(10)
+                .x_label_area_size(10)
+                .y_label_area_size(46)
+                .build_cartesian_2d(0.0..n, 0.0..top)?;
+            chart.configure_mesh().disable_x_mesh().disable_x_axis().label_style((FONT, 14)).draw()?;
+            for (i, (&value, (_, colour))) in panel.values.iter().zip(models).enumerate() {
+                if !value.is_finite() {
+                    continue;
                 }
+                let x0 = i as f64 + 0.15;
+                chart.draw_series(std::iter::once(Rectangle::new([(x0, 0.0), (x0 + 0.7, value)], colour.filled())))?;
+                chart.draw_series(std::iter::once(Text::new(format!("{value:.2}"), (x0 + 0.1, value + top * 0.06), (FONT, 14).into_font())))?;
+            }
+            if let Some(reference) = panel.reference.filter(|r| r.is_finite()) {
+                chart.draw_series(LineSeries::new([(0.0, reference), (n, reference)], GREEN.stroke_width(3)))?;
             }
         }
-    }
-
-    pub fn save_png(&self, path: &Path) -> Result<()> {
-        let mut bytes = Vec::new();
-        {
-            let mut encoder = png::Encoder::new(&mut bytes, self.width as u32, self.height as u32);
-            encoder.set_color(png::ColorType::Rgb);
-            encoder.set_depth(png::BitDepth::Eight);
-            encoder.write_header()?.write_image_data(&self.pixels)?;
-        }
-        Ok(crate::data::dataset::write_atomically(path, &bytes)?)
-    }
+        Ok(())
+    })
 }
 
-/// A line chart: named series of (x, y) points, with axes and tick labels.
-pub fn line_chart(title: &str, series: &[(&str, Rgb, Vec<(f64, f64)>)], path: &Path) -> Result<()> {
-    let (w, h) = (900usize, 540usize);
-    let (left, right, top, bottom) = (80.0, 20.0, 50.0, 50.0);
-    let mut canvas = Canvas::new(w, h);
-    canvas.text(left as i64, 15, title, BLACK, 3);
-    let points: Vec<(f64, f64)> = series.iter().flat_map(|s| s.2.iter().copied()).filter(|p| p.1.is_finite()).collect();
-    if points.is_empty() {
-        return canvas.save_png(path);
-    }
-    let (mut x_min, mut x_max) = points.iter().fold((f64::MAX, f64::MIN), |a, p| (a.0.min(p.0), a.1.max(p.0)));
-    let (mut y_min, mut y_max) = points.iter().fold((f64::MAX, f64::MIN), |a, p| (a.0.min(p.1), a.1.max(p.1)));
-    if x_max <= x_min {
-        x_max = x_min + 1.0;
-        x_min -= 0.0;
-    }
-    if y_max <= y_min {
-        y_max = y_min + 1.0;
-    }
-    y_min = y_min.min(0.0).max(y_min - (y_max - y_min) * 0.05);
-    let px = |x: f64| left + (x - x_min) / (x_max - x_min) * (w as f64 - left - right);
-    let py = |y: f64| h as f64 - bottom - (y - y_min) / (y_max - y_min) * (h as f64 - top - bottom);
-    for i in 0..=5 {
-        let y = y_min + (y_max - y_min) * i as f64 / 5.0;
-        canvas.line((left, py(y)), (w as f64 - right, py(y)), GREY, 1);
-        canvas.text(5, py(y) as i64 - 5, &format!("{y:.3}"), BLACK, 2);
-        let x = x_min + (x_max - x_min) * i as f64 / 5.0;
-        canvas.text(px(x) as i64 - 10, h as i64 - bottom as i64 + 10, &format!("{x:.0}"), BLACK, 2);
-    }
-    canvas.line((left, top), (left, h as f64 - bottom), BLACK, 2);
-    canvas.line((left, h as f64 - bottom), (w as f64 - right, h as f64 - bottom), BLACK, 2);
-    for (i, (name, color, pts)) in series.iter().enumerate() {
-        for pair in pts.windows(2) {
-            canvas.line((px(pair[0].0), py(pair[0].1)), (px(pair[1].0), py(pair[1].1)), *color, 2);
-        }
-        if pts.len() == 1 {
-            canvas.rect(px(pts[0].0) as i64 - 2, py(pts[0].1) as i64 - 2, px(pts[0].0) as i64 + 2, py(pts[0].1) as i64 + 2, *color);
-        }
-        canvas.text(w as i64 - 200, top as i64 + 10 + i as i64 * 20, name, *color, 3);
-    }
-    canvas.save_png(path)
+/// The name of a MIDI pitch, C4 = 60.
+fn pitch_name(pitch: u8) -> String {
+    format!("{}{}", ROOT_NAMES[pitch as usize % 12], pitch as i32 / 12 - 1)
 }
 
-/// The trainer's loss curve: training loss and validation loss against steps.
-pub fn loss_curve(train: &[(f64, f64)], valid: &[(f64, f64)], path: &Path) -> Result<()> {
-    line_chart("loss per step", &[("train", BLUE, train.to_vec()), ("valid", RED, valid.to_vec())], path)
-}
-
-/// Side-by-side bar panels, one per metric, each with its own scale from 0: `panels` holds
-/// (metric name, bars as (label, colour, value)); NaN values are left out. A legend of the
-/// bar labels sits under the title.
-pub fn bar_panels(title: &str, panels: &[(&str, Vec<(&str, Rgb, f64)>)], path: &Path) -> Result<()> {
-    let panel_w = 220usize;
-    let (w, h) = ((panel_w * panels.len()).max(300) + 40, 480usize);
-    let (top, bottom) = (110.0, 60.0);
-    let mut canvas = Canvas::new(w, h);
-    canvas.text(20, 15, title, BLACK, 3);
-    if let Some((_, bars)) = panels.first() {
-        let mut x = 20;
-        for (label, color, _) in bars {
-            canvas.rect(x, 52, x + 12, 64, *color);
-            canvas.text(x + 18, 52, label, BLACK, 2);
-            x += 30 + label.len() as i64 * 8;
-        }
-    }
-    for (p, (name, bars)) in panels.iter().enumerate() {
-        let x0 = 40.0 + (p * panel_w) as f64;
-        let max = bars.iter().map(|b| b.2).filter(|v| v.is_finite()).fold(0f64, f64::max).max(1e-9) * 1.15;
-        let py = |v: f64| h as f64 - bottom - v / max * (h as f64 - top - bottom);
-        canvas.line((x0, top), (x0, h as f64 - bottom), BLACK, 1);
-        canvas.line((x0, h as f64 - bottom), (x0 + panel_w as f64 - 30.0, h as f64 - bottom), BLACK, 1);
-        canvas.text(x0 as i64 + 10, h as i64 - bottom as i64 + 15, name, BLACK, 3);
-        let bar_w = (panel_w as f64 - 50.0) / bars.len().max(1) as f64;
-        for (i, (_, color, value)) in bars.iter().enumerate() {
-            if !value.is_finite() {
-                continue;
-            }
-            let bx = x0 + 10.0 + i as f64 * bar_w;
-            canvas.rect(bx as i64, py(*value) as i64, (bx + bar_w - 8.0) as i64, (h as f64 - bottom) as i64 - 1, *color);
-            canvas.text(bx as i64, py(*value) as i64 - 14, &format!("{value:.2}"), BLACK, 2);
-        }
-    }
-    canvas.save_png(path)
-}
-
-/// A piano roll of a song's first `bars` bars: time across (bar lines in grey), pitch up.
-pub fn piano_roll(title: &str, grid: &crate::music::grid::Grid, bars: u32, color: Rgb, path: &Path) -> Result<()> {
-    use crate::music::grid::{PITCH_MAX, PITCH_MIN};
-    use crate::music::song::POSITIONS_PER_BAR;
-    let (left, top, cell_w, cell_h) = (20i64, 50i64, 3i64, 4i64);
-    let positions = (bars.max(1) * POSITIONS_PER_BAR) as i64;
-    let pitches = (PITCH_MAX - PITCH_MIN + 1) as i64;
-    let mut canvas = Canvas::new((left * 2 + positions * cell_w) as usize, (top + 20 + pitches * cell_h) as usize);
-    canvas.text(left, 15, title, BLACK, 3);
-    for bar in 0..=bars as i64 {
-        let x = left + bar * POSITIONS_PER_BAR as i64 * cell_w;
-        canvas.line((x as f64, top as f64), (x as f64, (top + pitches * cell_h) as f64), GREY, 1);
-    }
-    for slot in grid.slots.iter().filter(|s| (s.position as i64) < positions) {
-        for n in &slot.notes {
-            let x0 = left + slot.position as i64 * cell_w;
-            let length = (n.duration as i64).max(1);
-            let x1 = (x0 + length * cell_w - 1).min(left + positions * cell_w);
-            let y = top + (PITCH_MAX - n.pitch) as i64 * cell_h;
-            canvas.rect(x0, y, x1, y + cell_h - 2, color);
-        }
-    }
-    canvas.save_png(path)
+/// A piano roll of a song's first `bars` bars: time across in bars (numbered from 1 at each
+/// bar line), pitch up with the C of each octave named, each note shaded by its velocity (pale:
+/// soft, full `colour`: loud).
+pub fn piano_roll(title: &str, grid: &Grid, bars: u32, colour: Rgb, path: &Path) -> Result<(), PlotError> {
+    let bars = bars.max(1) as i32;
+    let bar = POSITIONS_PER_BAR as i32;
+    let positions = bars * bar;
+    let (low, high) = (PITCH_MIN as i32, PITCH_MAX as i32 + 1);
+    let bar_lines: Vec<i32> = (0..=bars).map(|b| b * bar).collect();
+    let octaves: Vec<i32> = (low..high).filter(|p| p % 12 == 0).collect();
+    figure(path, (80 + 56 * bars as u32).max(480), 620, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, (FONT, 24))
+            .margin(14)
+            .x_label_area_size(44)
+            .y_label_area_size(52)
+            .build_cartesian_2d((0..positions).with_key_points(bar_lines.clone()), (low..high).with_key_points(octaves.clone()))?;
+        chart
+            .configure_mesh()
+            .x_label_formatter(&|x| format!("{}", x / bar + 1))
+            .x_desc("bar")
+            .y_label_formatter(&|y| pitch_name(*y as u8))
+            .y_desc("pitch")
+            .label_style((FONT, 14))
+            .axis_desc_style((FONT, 16))
+            .bold_line_style(RGBColor(215, 215, 215))
+            .light_line_style(WHITE)
+            .draw()?;
+        let notes = grid.slots.iter().filter(|s| (s.position as i32) < positions).flat_map(|slot| slot.notes.iter().map(move |n| (slot.position, n)));
+        chart.draw_series(notes.map(|(position, note)| {
+            let x0 = position as i32;
+            let x1 = (x0 + note.duration.max(1) as i32).min(positions);
+            let y = note.pitch as i32;
+            let loudness = 0.2 + 0.8 * note.velocity as f64 / 127.0;
+            Rectangle::new([(x0, y), (x1, y + 1)], colour.mix(loudness).filled())
+        }))?;
+        Ok(())
+    })
 }

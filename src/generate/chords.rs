@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::music::chord::Chord;
+use crate::music::TextError;
 use crate::music::song::POSITIONS_PER_BAR;
 
 /// 16ths per beat.
@@ -20,9 +21,9 @@ pub struct Progression {
 }
 
 impl std::str::FromStr for Progression {
-    type Err = String;
+    type Err = TextError;
 
-    fn from_str(text: &str) -> Result<Progression, String> {
+    fn from_str(text: &str) -> Result<Progression, TextError> {
         // Without `|`, every chord is a bar.
         let bars: Vec<Vec<&str>> = if text.contains('|') {
             text.split('|').map(|b| b.split_whitespace().collect()).collect()
@@ -30,17 +31,17 @@ impl std::str::FromStr for Progression {
             text.split_whitespace().map(|c| vec![c]).collect()
         };
         if bars.iter().all(|b| b.is_empty()) {
-            return Err("an empty chord progression".into());
+            return Err(TextError("an empty chord progression".into()));
         }
         let mut changes: Vec<(u32, Chord)> = Vec::new();
         for (b, bar) in bars.iter().enumerate() {
             if bar.is_empty() {
-                return Err(format!("bar {} of the progression is empty", b + 1));
+                return Err(TextError(format!("bar {} of the progression is empty", b + 1)));
             }
             let mut parsed = Vec::with_capacity(bar.len());
             for item in bar {
                 let (name, beats) = match item.split_once(':') {
-                    Some((n, k)) => (n, Some(k.parse::<u32>().map_err(|_| format!("{item:?}: beats must be a whole number"))?)),
+                    Some((n, k)) => (n, Some(k.parse::<u32>().map_err(|_| TextError(format!("{item:?}: beats must be a whole number")))?)),
                     None => (*item, None),
                 };
                 parsed.push((name.parse::<Chord>()?, beats));
@@ -48,7 +49,7 @@ impl std::str::FromStr for Progression {
             let given: u32 = parsed.iter().filter_map(|p| p.1).sum();
             let open = parsed.iter().filter(|p| p.1.is_none()).count() as u32;
             if given > 4 || (given == 4 && open > 0) || parsed.iter().any(|p| p.1 == Some(0)) {
-                return Err(format!("bar {} of the progression does not fit in 4 beats", b + 1));
+                return Err(TextError(format!("bar {} of the progression does not fit in 4 beats", b + 1)));
             }
             // Chords without beats share what is left of the bar, in 16ths.
             let share = if open > 0 { (4 - given) * POSITIONS_PER_BEAT / open } else { 0 };

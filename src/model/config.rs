@@ -5,6 +5,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::tokens::cp::{FAMILIES, FAMILY_SIZES};
 
+/// Why a model config (CP or REMI-XL) cannot make a model.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("d_model {d_model} is not a multiple of n_heads {n_heads}")]
+    HeadsDoNotDivide { d_model: usize, n_heads: usize },
+    #[error("vocabulary {found} differs from this build's {expected}")]
+    Vocabulary { found: String, expected: String },
+    #[error("every size must be positive")]
+    ZeroSize,
+    #[error("d_model {0} is odd (the sinusoidal encoding needs it even)")]
+    OddWidth(usize),
+    #[error("d_head {0} is over 256")]
+    HeadTooWide(usize),
+}
+
 /// Sizes of a CP linear transformer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Config {
@@ -78,15 +93,15 @@ impl Config {
     }
 
     /// Checks the sizes fit together.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.n_heads == 0 || self.d_model % self.n_heads != 0 {
-            return Err(format!("d_model {} is not a multiple of n_heads {}", self.d_model, self.n_heads));
+            return Err(ConfigError::HeadsDoNotDivide { d_model: self.d_model, n_heads: self.n_heads });
         }
         if self.vocab_sizes != FAMILY_SIZES {
-            return Err(format!("vocabulary {:?} differs from this build's {:?}", self.vocab_sizes, FAMILY_SIZES));
+            return Err(ConfigError::Vocabulary { found: format!("{:?}", self.vocab_sizes), expected: format!("{FAMILY_SIZES:?}") });
         }
         if self.n_layers == 0 || self.d_ff == 0 || self.emb_sizes.contains(&0) {
-            return Err("every size must be positive".into());
+            return Err(ConfigError::ZeroSize);
         }
         Ok(())
     }

@@ -96,7 +96,7 @@ pub enum LoadError {
     #[error("{name}: shape {found:?}, expected {expected:?}")]
     Shape { name: String, found: Vec<usize>, expected: Vec<usize> },
     #[error("config: {0}")]
-    Config(String),
+    Config(#[from] crate::model::config::ConfigError),
     #[error(transparent)]
     Tensor(#[from] candle_core::Error),
 }

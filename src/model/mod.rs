@@ -118,7 +118,7 @@ impl ModelConfig {
     }
 
     /// Checks the sizes fit together.
-    pub fn validate(&self) -> std::result::Result<(), String> {
+    pub fn validate(&self) -> std::result::Result<(), config::ConfigError> {
         match self {
             ModelConfig::Cp(c) => c.validate(),
             ModelConfig::RemiXl(c) => c.validate(),

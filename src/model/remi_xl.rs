@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::cp_transformer::Batch;
 use crate::model::layers::{Dropout, Linear, Norm};
+use crate::model::config::ConfigError;
 use crate::model::cpu::relative_encoding;
 use crate::tokens::remi;
 
@@ -76,15 +77,18 @@ impl XlConfig {
     }
 
     /// Checks the sizes fit together.
-    pub fn validate(&self) -> std::result::Result<(), String> {
+    pub fn validate(&self) -> std::result::Result<(), ConfigError> {
         if self.vocab_size != remi::VOCAB_SIZE {
-            return Err(format!("vocabulary {} differs from this build's REMI vocabulary {}", self.vocab_size, remi::VOCAB_SIZE));
+            return Err(ConfigError::Vocabulary { found: self.vocab_size.to_string(), expected: format!("REMI {}", remi::VOCAB_SIZE) });
         }
-        if [self.n_layers, self.d_model, self.n_heads, self.d_head, self.d_ff, self.seq_len].contains(&0) || !self.d_model.is_multiple_of(2) {
-            return Err("every size must be positive and d_model even".into());
+        if [self.n_layers, self.d_model, self.n_heads, self.d_head, self.d_ff, self.seq_len].contains(&0) {
+            return Err(ConfigError::ZeroSize);
+        }
+        if !self.d_model.is_multiple_of(2) {
+            return Err(ConfigError::OddWidth(self.d_model));
         }
         if self.d_head > 256 {
-            return Err(format!("d_head {} is over 256", self.d_head));
+            return Err(ConfigError::HeadTooWide(self.d_head));
         }
         Ok(())
     }

@@ -33,6 +33,8 @@ pub enum WeightsError {
     NonFinite(String),
     #[error("{CONFIG_FILE}: {0}")]
     Config(String),
+    #[error("{CONFIG_FILE}: {0}")]
+    InvalidConfig(#[from] crate::model::config::ConfigError),
     #[error("this build has no shipped weights (weights/ is empty): pass --weights DIR, e.g. a run's best/ folder")]
     NoShipped,
     #[error("this build has no REMI-XL weights (weights/remi-xl/ is empty): pass a weights folder, e.g. a run's best/")]
@@ -155,7 +157,7 @@ impl Weights {
     /// The model's config, CP or REMI-XL.
     pub fn model_config(&self) -> Result<ModelConfig> {
         let config: ModelConfig = serde_json::from_str(&self.config_json).map_err(|_| WeightsError::Config("neither a CP nor a REMI-XL model config".into()))?;
-        config.validate().map_err(WeightsError::Config)?;
+        config.validate()?;
         Ok(config)
     }
 

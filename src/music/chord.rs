@@ -109,17 +109,17 @@ pub fn parse_root(text: &str) -> Option<(u8, &str)> {
 }
 
 impl std::str::FromStr for Chord {
-    type Err = String;
+    type Err = crate::music::TextError;
 
     /// A chord as a producer writes it: a root (C, C#, Db, ..., B) and a quality: none or M/maj,
     /// m/min, o/dim, +/aug, 7, M7/maj7, m7/min7, o7/dim7, /o7/m7b5, sus2, sus4; the vocabulary's
     /// spelling (`F#_m7`) too; N or N_N for no chord.
-    fn from_str(text: &str) -> Result<Chord, String> {
+    fn from_str(text: &str) -> Result<Chord, crate::music::TextError> {
         let t = text.trim();
         if t == "N" || t == "N_N" {
             return Ok(Chord::NoChord);
         }
-        let (root, rest) = parse_root(t).ok_or_else(|| format!("{t:?}: a chord starts with its root, A to G"))?;
+        let (root, rest) = parse_root(t).ok_or_else(|| crate::music::TextError(format!("{t:?}: a chord starts with its root, A to G")))?;
         let quality = match rest.trim_start_matches('_') {
             "" | "M" | "maj" => Quality::Major,
             "m" | "min" => Quality::Minor,
@@ -132,7 +132,7 @@ impl std::str::FromStr for Chord {
             "/o7" | "m7b5" => Quality::HalfDiminished7,
             "sus2" => Quality::Sus2,
             "sus4" => Quality::Sus4,
-            q => return Err(format!("{t:?}: unknown chord quality {q:?} (M, m, o, +, 7, M7, m7, o7, m7b5, sus2 or sus4)")),
+            q => return Err(crate::music::TextError(format!("{t:?}: unknown chord quality {q:?} (M, m, o, +, 7, M7, m7, o7, m7b5, sus2 or sus4)"))),
         };
         Ok(Chord::Chord { root, quality })
     }

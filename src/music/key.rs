@@ -39,11 +39,11 @@ impl fmt::Display for Key {
 }
 
 impl FromStr for Key {
-    type Err = String;
+    type Err = crate::music::TextError;
 
-    fn from_str(s: &str) -> Result<Key, String> {
+    fn from_str(s: &str) -> Result<Key, crate::music::TextError> {
         let text = s.trim();
-        let bad = || format!("unknown key {s:?} (examples: C, F#, Bb, Am, C#m, \"E minor\")");
+        let bad = || crate::music::TextError(format!("unknown key {s:?} (examples: C, F#, Bb, Am, C#m, \"E minor\")"));
         let (tonic, rest) = crate::music::chord::parse_root(text).ok_or_else(bad)?;
         let minor = match rest.trim().to_ascii_lowercase().as_str() {
             "" | "maj" | "major" => false,

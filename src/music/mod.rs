@@ -6,3 +6,9 @@ pub mod chord;
 pub mod grid;
 pub mod key;
 pub mod song;
+
+/// Why a producer's text (a chord, a key, a chord progression) does not read; the message says
+/// what was expected, for the command line and the editor to show as it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TextError(pub String);

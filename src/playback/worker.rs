@@ -250,7 +250,7 @@ pub fn spawn(source: ModelSource, shared: Arc<Shared>, ring: rtrb::Producer<Song
 
 /// The model on a CUDA GPU when this build has the `cuda` feature and a GPU answers, else the
 /// int8 recurrent model on the CPU.
-fn load(source: &ModelSource) -> anyhow::Result<Inference> {
+fn load(source: &ModelSource) -> Result<Inference, crate::model::weights::WeightsError> {
     let dir = match source {
         ModelSource::Shipped => None,
         ModelSource::Folder(p) => Some(p.as_path()),
@@ -533,7 +533,7 @@ pub fn default_export_dir() -> PathBuf {
 }
 
 /// Writes a song to `dir/cp-piano-seed<SEED>-<UNIX SECONDS>.mid` at `bpm`; returns the path.
-pub fn export_midi(song: &StoredSong, bpm: f64, dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+pub fn export_midi(song: &StoredSong, bpm: f64, dir: &std::path::Path) -> Result<PathBuf, crate::data::dataset::DatasetError> {
     let seconds = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let path = dir.join(format!("cp-piano-seed{}-{seconds}.mid", song.settings.seed));
     let bytes = crate::midi::export::export_bytes(&song.to_song(bpm as f32), 0);

@@ -134,7 +134,7 @@ impl NiceEguiApp for CpPianoEditor {
                 match self.params.progression() {
                     Ok(Some(p)) => ui.label(format!("{} bars, looped (applies to the next song)", p.bars)),
                     Ok(None) => ui.label("the model's own chords"),
-                    Err(e) => ui.colored_label(egui::Color32::from_rgb(230, 120, 90), e),
+                    Err(e) => ui.colored_label(egui::Color32::from_rgb(230, 120, 90), e.to_string()),
                 };
             });
             egui::Grid::new("params").num_columns(4).spacing([12.0, 6.0]).show(ui, |ui| {

@@ -2,19 +2,35 @@
 //! safetensors file, written atomically (exported weights are `model::weights`).
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 
-use crate::data::dataset::write_atomically;
-use crate::model::weights::{from_safetensors, to_safetensors};
+use crate::data::dataset::{write_atomically, DatasetError};
+use crate::model::weights::{from_safetensors, to_safetensors, WeightsError};
+
+/// Why a checkpoint could not be written or read back.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{}: cannot read checkpoint: {error}", path.display())]
+    Read { path: PathBuf, error: std::io::Error },
+    #[error("{}: {error}", path.display())]
+    Damaged { path: PathBuf, error: WeightsError },
+    #[error("{}: not a CP Piano checkpoint (no trainer state)", .0.display())]
+    NoState(PathBuf),
+    #[error("cannot serialise the checkpoint: {0}")]
+    Serialise(WeightsError),
+    #[error(transparent)]
+    Write(#[from] DatasetError),
+}
+
+type Result<T> = std::result::Result<T, CheckpointError>;
 
 /// Writes a checkpoint: `model.*` and `adam.*` tensors plus a JSON `state` in the metadata.
 pub fn save_checkpoint(path: &Path, model: &[(String, Tensor)], optimizer: &[(String, Tensor)], state_json: String) -> Result<()> {
     let mut all: Vec<(String, Tensor)> = model.iter().map(|(n, t)| (format!("model.{n}"), t.clone())).collect();
     all.extend(optimizer.iter().map(|(n, t)| (format!("adam.{n}"), t.clone())));
-    let bytes = to_safetensors(&all, DType::F32, HashMap::from([("state".to_string(), state_json)]))?;
+    let bytes = to_safetensors(&all, DType::F32, HashMap::from([("state".to_string(), state_json)])).map_err(CheckpointError::Serialise)?;
     Ok(write_atomically(path, &bytes)?)
 }
 
@@ -26,10 +42,10 @@ pub struct Checkpoint {
 }
 
 pub fn load_checkpoint(path: &Path, device: &Device) -> Result<Checkpoint> {
-    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read checkpoint", path.display()))?;
-    let (tensors, metadata) = from_safetensors(&bytes, device).with_context(|| path.display().to_string())?;
+    let bytes = std::fs::read(path).map_err(|error| CheckpointError::Read { path: path.to_path_buf(), error })?;
+    let (tensors, metadata) = from_safetensors(&bytes, device).map_err(|error| CheckpointError::Damaged { path: path.to_path_buf(), error })?;
     let Some(state_json) = metadata.get("state").cloned() else {
-        bail!("{}: not a CP Piano checkpoint (no trainer state)", path.display());
+        return Err(CheckpointError::NoState(path.to_path_buf()));
     };
     let mut model = HashMap::new();
     let mut optimizer = HashMap::new();

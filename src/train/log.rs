@@ -4,7 +4,6 @@
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use crate::eval::plot;
@@ -52,10 +51,10 @@ impl LogLine {
     }
 }
 
-pub fn append_log(path: &Path, line: &LogLine) -> Result<()> {
+/// Appends one line to the log at `path`.
+pub fn append_log(path: &Path, line: &LogLine) -> std::io::Result<()> {
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-    writeln!(f, "{}", serde_json::to_string(line)?)?;
-    Ok(())
+    writeln!(f, "{}", serde_json::to_string(line)?)
 }
 
 /// Reads a run's log.
@@ -67,9 +66,15 @@ pub fn read_log(path: &Path) -> Vec<LogLine> {
         .collect()
 }
 
-/// Draws the loss curve of a log: train loss and validation loss per step.
-pub fn plot_loss(log: &[LogLine], path: &Path) -> Result<()> {
+/// Draws the loss curve of a log: the training loss, the mean validation loss and one line per
+/// validation family (`families`: the model's loss names, in the log's family order).
+pub fn plot_loss(log: &[LogLine], families: &[&str], path: &Path) -> Result<(), plot::PlotError> {
     let train: Vec<(f64, f64)> = log.iter().filter_map(|l| l.train_loss.map(|v| (l.step as f64, v))).collect();
     let valid: Vec<(f64, f64)> = log.iter().filter_map(|l| l.valid_loss.map(|v| (l.step as f64, v))).collect();
-    plot::loss_curve(&train, &valid, path)
+    let per_family: Vec<(&str, Vec<(f64, f64)>)> = families
+        .iter()
+        .enumerate()
+        .map(|(i, name)| (*name, log.iter().filter_map(|l| l.valid_family.as_ref()?.get(i).map(|v| (l.step as f64, *v))).collect()))
+        .collect();
+    plot::loss_curve(&train, &valid, &per_family, path)
 }
