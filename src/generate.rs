@@ -12,6 +12,7 @@
 //! or the candle model on a CUDA device (`Inference` picks).
 
 pub mod chords;
+pub mod prime;
 pub mod remi;
 pub mod sampling;
 pub mod takes;

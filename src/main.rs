@@ -375,12 +375,7 @@ fn generate(
     }
     let prime_words = match &prime {
         Some(path) => {
-            let song = import_prime(path)?;
-            let words = cp::encode(&Grid::from_song(&song));
-            match prime_bars {
-                Some(n) => cp::first_bars(&words, n).to_vec(),
-                None => words,
-            }
+            cp_piano::generate::prime::from_clip(&import_prime(path)?, prime_bars)
         }
         None => vec![cp::Word::BAR],
     };

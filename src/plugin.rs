@@ -2,7 +2,9 @@
 //! host. One struct implements `Plugin`; the CLAP and VST3 wrappers come from nice-plug.
 //!
 //! Threads: `process` (the audio thread) drains the worker's ring into the `Engine` and sends
-//! the engine's notes to the host; it allocates nothing, locks nothing and never waits. The
+//! the engine's notes to the host; the notes the host sends in go to Listen mode's `Recorder`
+//! (and, with MIDI thru, out again in time order with the song's). It allocates nothing, locks
+//! nothing and never waits. The
 //! worker (`worker.rs`) owns the model. Parameters are read atomically by both. The plugin state
 //! stores the generated song and an optional weights folder, so a reopened project plays the
 //! same song; a state that does not parse falls back to a fresh song, with the reason logged.
@@ -21,6 +23,7 @@ use nice_plug::prelude::*;
 
 use crate::playback::engine::{Engine, NoteOut, PlaySettings, SongEvent, Transport};
 use crate::playback::preview::Preview;
+use crate::playback::recorder::{Heard, ListenState, Recorder, Window, HEARD_CAPACITY};
 use crate::generate::GenerationSettings;
 use crate::music::key::Key;
 use crate::generate::sampling::SamplingSettings;
@@ -30,6 +33,8 @@ use crate::playback::worker::{self, Hooks, ModelSource, StoredSong, Worker};
 const RING_CAPACITY: usize = 1 << 15;
 /// Note events of one block the preview voice can take (more are sent but not sounded).
 const BLOCK_EVENTS: usize = 4096;
+/// Incoming note events of one block MIDI thru passes on (more are dropped).
+const THRU_EVENTS: usize = 1024;
 
 fn key_name(v: i32) -> String {
     match v {
@@ -127,6 +132,15 @@ pub struct CpPianoParams {
     /// Sound the notes with the built-in preview voice (for hosts that cannot route MIDI).
     #[id = "preview"]
     pub preview: BoolParam,
+    /// Listen mode: record the notes played into the plugin from the start bar for
+    /// `listen_bars` bars, then continue them (see `playback::recorder`).
+    #[id = "listen"]
+    pub listen: BoolParam,
+    #[id = "listen_bars"]
+    pub listen_bars: IntParam,
+    /// Pass the notes played into the plugin to its output.
+    #[id = "midi_thru"]
+    pub midi_thru: BoolParam,
     /// The generated song (see `SavedSong`).
     #[persist = "song"]
     pub song: SavedSong,
@@ -163,6 +177,9 @@ impl Default for CpPianoParams {
                 .with_string_to_value(Arc::new(|s| if s.trim().eq_ignore_ascii_case("same") { Some(0) } else { s.trim().parse().ok() })),
             follow_transport: BoolParam::new("Follow transport", true),
             preview: BoolParam::new("Preview voice", false),
+            listen: BoolParam::new("Listen", false),
+            listen_bars: IntParam::new("Listen bars", 4, IntRange::Linear { min: 1, max: 32 }),
+            midi_thru: BoolParam::new("MIDI thru", true),
             song: SavedSong::default(),
             weights: RwLock::new(String::new()),
             chords: RwLock::new(String::new()),
@@ -215,6 +232,11 @@ pub struct CpPiano {
     /// After a state load: the old song is dropped and the ring is skipped up to the worker's
     /// `Reset` of a song begun after that load.
     awaiting_song: bool,
+    /// Listen mode's recorder and its ring to the worker.
+    recorder: Recorder,
+    heard: Option<rtrb::Producer<Heard>>,
+    /// The block's incoming note events MIDI thru passes on (reserved; never grows).
+    thru: Vec<PluginNoteEvent<CpPiano>>,
 }
 
 impl Default for CpPiano {
@@ -231,6 +253,9 @@ impl Default for CpPiano {
             block_events: Vec::with_capacity(BLOCK_EVENTS),
             song_state: 0,
             awaiting_song: false,
+            recorder: Recorder::new(),
+            heard: None,
+            thru: Vec::with_capacity(THRU_EVENTS),
         }
     }
 }
@@ -241,6 +266,7 @@ impl CpPiano {
         let weights = self.params.weights.read().map(|w| w.clone()).unwrap_or_default();
         let source = if weights.trim().is_empty() { ModelSource::Shipped } else { ModelSource::Folder(PathBuf::from(weights)) };
         let (producer, consumer) = rtrb::RingBuffer::new(RING_CAPACITY);
+        let (heard, heard_by_worker) = rtrb::RingBuffer::new(HEARD_CAPACITY);
         let (p1, p2, p3, p4) = (self.params.clone(), self.params.clone(), self.params.clone(), self.params.clone());
         let hooks = Hooks {
             settings: Box::new(move || p1.generation_settings()),
@@ -251,12 +277,15 @@ impl CpPiano {
             }),
             state_loads: Box::new(move || p3.song.loads()),
             saved_song: Box::new(move || p4.song.json()),
+            heard: Some(heard_by_worker),
         };
         let first = hooks.command_for(&self.params.song.json());
         let worker = worker::spawn(source, self.shared.clone(), producer, hooks);
         let _ = worker.commands.send(first);
         self.engine = Engine::new();
         self.ring = Some(consumer);
+        self.heard = Some(heard);
+        self.recorder = Recorder::new();
         self.awaiting_song = false;
         self.worker = Some(worker);
     }
@@ -275,7 +304,9 @@ impl Plugin for CpPiano {
         main_output_channels: NonZeroU32::new(2),
         ..AudioIOLayout::const_default()
     }];
-    const MIDI_INPUT: MidiConfig = MidiConfig::None;
+    // Notes in: Listen mode records them, MIDI thru passes them on (CLAP note port, VST3 event
+    // input).
+    const MIDI_INPUT: MidiConfig = MidiConfig::Basic;
     const MIDI_OUTPUT: MidiConfig = MidiConfig::Basic;
     type SysExMessage = ();
     type BackgroundTask = ();
@@ -378,14 +409,33 @@ impl CpPiano {
             },
             split_pitch: crate::music::song::HAND_SPLIT,
         };
+        self.listen(context, transport, settings.start_beat, samples);
         let block_events = &mut self.block_events;
         block_events.clear();
-        self.engine.process(transport, settings, samples, self.sample_rate, &mut |e| {
+        // MIDI thru and the song's notes go out merged in sample order. While Listen mode
+        // waits for or records the producer's bars, the song is silent (its continuation of
+        // them replaces it).
+        let (thru, mut passed) = (&self.thru, 0);
+        let listening = matches!(self.recorder.state, ListenState::Armed | ListenState::Recording);
+        let mut emit = |e: NoteOut| {
+            while let Some(event) = thru.get(passed).filter(|t| t.timing() <= e.offset()) {
+                let _ = ProcessContext::<Self>::try_send_event(context, *event);
+                passed += 1;
+            }
             send(context, e);
             if block_events.len() < block_events.capacity() {
                 block_events.push(e);
             }
-        });
+        };
+        if listening {
+            self.engine.all_notes_off(0, &mut emit);
+            self.engine.suspend();
+        } else {
+            self.engine.process(transport, settings, samples, self.sample_rate, &mut emit);
+        }
+        for event in &thru[passed..] {
+            let _ = ProcessContext::<Self>::try_send_event(context, *event);
+        }
         // The preview voice sounds the same notes into the (otherwise silent) output.
         if self.params.preview.value() {
             if let [left, right, ..] = outputs {
@@ -399,7 +449,41 @@ impl CpPiano {
             self.shared.playhead.store(beat, Ordering::Relaxed);
         }
         self.shared.tempo.store(transport.tempo, Ordering::Relaxed);
+        self.shared.listen_state.store(self.recorder.state as u8, Ordering::Relaxed);
         ProcessStatus::Normal
+    }
+
+    /// Takes the block's incoming note events: Listen mode's recorder hears them at their host
+    /// beats, and MIDI thru keeps them (in `thru`) to pass on.
+    fn listen(&mut self, context: &mut impl ProcessContext<Self>, transport: Transport, start_beat: f64, samples: u32) {
+        self.thru.clear();
+        let thru_on = self.params.midi_thru.value();
+        let beats_per_sample = transport.tempo / 60.0 / self.sample_rate;
+        let window = Window { start: start_beat, bars: self.params.listen_bars.value().clamp(1, 32) as u32 };
+        let (Some(heard), position) = (self.heard.as_mut(), transport.position) else {
+            while context.next_event().is_some() {}
+            return;
+        };
+        self.recorder.set_listen(self.params.listen.value(), heard);
+        let from = position.unwrap_or(0.0);
+        let playing = transport.playing && position.is_some();
+        self.recorder.begin_block(playing, from, from + samples as f64 * beats_per_sample, window, heard);
+        while let Some(event) = context.next_event() {
+            let beat = |timing: u32| from + timing as f64 * beats_per_sample;
+            match event {
+                NoteEvent::NoteOn { timing, key: MidiKey::Number(pitch), velocity, .. } => self.recorder.note_on(beat(timing), pitch, (velocity * 127.0).round().clamp(1.0, 127.0) as u8, heard),
+                NoteEvent::NoteOff { timing, key, .. } => match key {
+                    MidiKey::Number(pitch) => self.recorder.note_off(beat(timing), pitch, heard),
+                    // A note-off for any key ends every held note.
+                    MidiKey::Wildcard => (0..128).for_each(|pitch| self.recorder.note_off(beat(timing), pitch, heard)),
+                },
+                _ => continue,
+            }
+            if thru_on && self.thru.len() < self.thru.capacity() {
+                self.thru.push(event);
+            }
+        }
+        self.recorder.end_block(from + samples as f64 * beats_per_sample, heard);
     }
 }
 

@@ -14,7 +14,7 @@ use clack_host::events::event_types::{NoteOffEvent, NoteOnEvent, TransportEvent,
 use clack_host::events::io::EventBuffer;
 use clack_host::events::{EventFlags, EventHeader};
 use clack_host::events::event_types::ParamValueEvent;
-use clack_host::events::Pckn;
+use clack_host::events::{Match, Pckn};
 use clack_host::prelude::*;
 use clack_extensions::params::{ParamInfoBuffer, PluginParams};
 use clack_extensions::state::PluginState;
@@ -464,6 +464,93 @@ fn a_loop_the_host_does_not_split_plays_the_same_at_any_block_size() {
     };
     assert!(!in_pass(0).is_empty(), "the loop plays notes");
     assert_eq!(in_pass(0), in_pass(1), "two passes of the loop differ");
+    let processor = processor.stop_processing();
+    plugin.deactivate(processor);
+}
+
+/// The id of the parameter named `name`.
+fn param_id(plugin: &mut PluginInstance<TestHost>, name: &str) -> ClapId {
+    let handle = plugin.plugin_handle();
+    let params = handle.get_extension::<PluginParams>().expect("the params extension");
+    let mut info = ParamInfoBuffer::new();
+    (0..params.count(&handle))
+        .filter_map(|i| params.get_info(&handle, i, &mut info).map(|p| (p.id, p.name.to_vec())))
+        .find(|(_, n)| n.as_slice() == name.as_bytes())
+        .unwrap_or_else(|| panic!("a {name} parameter"))
+        .0
+}
+
+#[test]
+fn listen_mode_passes_the_producers_notes_through_and_continues_them_from_the_bar_after() {
+    let Some(path) = clap_bundle("listen_mode_passes_the_producers_notes_through_and_continues_them_from_the_bar_after") else { return };
+    // SAFETY: loading our own plugin bundle.
+    let entry = unsafe { PluginEntry::load(path) }.expect("the .clap loads");
+    let mut plugin = instance(&entry);
+    let (listen, listen_bars) = (param_id(&mut plugin, "Listen"), param_id(&mut plugin, "Listen bars"));
+    let mut processor = start(&mut plugin, BLOCK);
+    let mut events = EventBuffer::with_capacity(1024);
+    let mut out = Vec::new();
+    for _ in 0..100 {
+        block(&mut processor, &mut events, false, 0, &mut out);
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // nice-plug shows a discrete parameter to CLAP as its step, from 0: Listen bars 1 is 0.
+    for (id, value) in [(listen, 1.0), (listen_bars, 0.0)] {
+        let mut change = EventBuffer::new();
+        change.push(&ParamValueEvent::new(0, id, Pckn::match_all(), value));
+        block_with(&mut processor, &mut events, &change, false, 0, &mut out);
+    }
+    // The producer plays bar 1: a C major chord on each beat, half a beat long.
+    let samples_per_beat = (RATE * 60.0 / TEMPO) as u64;
+    let mut played: Vec<(u64, bool, u8)> = (0..4u64)
+        .flat_map(|beat| [60u8, 64, 67].into_iter().flat_map(move |key| [(beat * samples_per_beat + 1000, true, key), (beat * samples_per_beat + samples_per_beat / 2, false, key)]))
+        .collect();
+    played.sort();
+    out.clear();
+    let mut at = 0u64;
+    while at < 5 * samples_per_beat {
+        let mut input = EventBuffer::new();
+        for &(sample, on, key) in played.iter().filter(|p| p.0 >= at && p.0 < at + BLOCK as u64) {
+            let pckn = Pckn::new(0u16, 0u16, key as u16, Match::All);
+            if on {
+                input.push(&NoteOnEvent::new((sample - at) as u32, pckn, 0.8));
+            } else {
+                input.push(&NoteOffEvent::new((sample - at) as u32, pckn, 0.0));
+            }
+        }
+        block_with(&mut processor, &mut events, &input, true, at, &mut out);
+        at += BLOCK as u64;
+    }
+    block(&mut processor, &mut events, false, at, &mut out);
+    // MIDI thru: exactly the notes played, at their samples, and nothing of the old song.
+    let expected: Vec<Out> = played.iter().map(|&(s, on, key)| if on { Out::On(s, key, 0) } else { Out::Off(s, key, 0) }).collect();
+    let at_sample = |e: &Out| match *e {
+        Out::On(s, ..) | Out::Off(s, ..) => s,
+    };
+    let heard: Vec<Out> = out.iter().copied().filter(|e| at_sample(e) < 4 * samples_per_beat).collect();
+    assert_eq!(heard, expected, "while listening only the producer's notes go out");
+
+    // The continuation: nothing in bar 1 (the producer's bar is not replayed), the song from bar
+    // 2. The worker may still be writing when a pass runs, so passes repeat until two agree.
+    let mut previous: Option<Vec<Out>> = None;
+    for _ in 0..60 {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        out.clear();
+        let mut at = 0u64;
+        while at < 16 * samples_per_beat {
+            block(&mut processor, &mut events, true, at, &mut out);
+            at += BLOCK as u64;
+        }
+        block(&mut processor, &mut events, false, at, &mut out);
+        if note_ons(&out).len() >= 4 && previous.as_ref() == Some(&out) {
+            break;
+        }
+        previous = Some(out.clone());
+    }
+    let ons = note_ons(&out);
+    assert!(ons.len() >= 4, "the continuation plays ({} note-ons in bars 2-4)", ons.len());
+    assert!(ons.iter().all(|&(s, _)| s >= 4 * samples_per_beat), "a note-on in bar 1: {:?}", ons.first());
+    assert!(unpaired(&out).is_empty());
     let processor = processor.stop_processing();
     plugin.deactivate(processor);
 }

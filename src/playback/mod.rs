@@ -1,8 +1,11 @@
 //! Playback in a host: the audio-thread engine that turns note events in beats into host notes
 //! at sample offsets (`engine`: no allocation, no locks, nothing else of the crate), the
-//! preview voice that can sound those notes on the audio thread (`preview`), and the inference
-//! worker thread that owns the model and feeds the engine through a ring (`worker`).
+//! preview voice that can sound those notes on the audio thread (`preview`), Listen mode's
+//! recorder of the producer's notes on the audio thread (`recorder`, the same rules), and the
+//! inference worker thread that owns the model, feeds the engine through a ring and continues
+//! what the recorder heard (`worker`).
 
 pub mod engine;
 pub mod preview;
+pub mod recorder;
 pub mod worker;

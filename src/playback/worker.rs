@@ -2,7 +2,9 @@
 //! and hands their notes (in song beats) to the audio thread through a lock-free ring.
 //!
 //! Commands come over a crossbeam channel (from the plugin's main thread or editor); the audio
-//! thread never sends commands: it bumps `Shared::regenerate_requests`, which the worker polls.
+//! thread never sends commands: it bumps `Shared::regenerate_requests`, which the worker polls,
+//! and Listen mode's recorder sends the notes it heard through a ring of its own
+//! (`Hooks::heard`), which the worker drains as it polls: a complete clip is continued.
 //! Live values (status, progress) are atomics. The finished song is kept in `Shared::song` for
 //! the editor, MIDI export and the plugin state; the audio thread never touches it.
 
@@ -18,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::tokens::cp::{Event, Word};
 use crate::playback::engine::{self, SongEvent};
+use crate::playback::recorder::{Heard, HeardNote};
 use crate::generate::{Finish, GenerationSettings, Generator, Inference, NoteEvent};
 use crate::model::cpu::Precision;
 
@@ -105,8 +108,10 @@ pub struct Shared {
     pub play_state: AtomicU8,
     /// The playhead in song beats, written by the audio thread.
     pub playhead: AtomicF64,
-    /// The host tempo (BPM), written by the audio thread (for MIDI export).
+    /// The host tempo (BPM), written by the audio thread (for MIDI export and Listen mode).
     pub tempo: AtomicF64,
+    /// What Listen mode is doing (`recorder::ListenState as u8`), written by the audio thread.
+    pub listen_state: AtomicU8,
     /// The last error, for the editor (never locked by the audio thread).
     pub error: Mutex<String>,
     /// The current song: complete, or the bars written so far while generating (never locked
@@ -142,6 +147,17 @@ impl Shared {
         }
     }
 
+    /// What Listen mode is doing, for the editor: `start_bar` and `bars` are the window.
+    pub fn listen_text(&self, start_bar: i32, bars: i32) -> String {
+        use crate::playback::recorder::ListenState;
+        match ListenState::from_u8(self.listen_state.load(Ordering::Relaxed)) {
+            ListenState::Off => "off".into(),
+            ListenState::Armed => format!("waiting for bar {start_bar} (play bars {start_bar}-{})", start_bar + bars - 1),
+            ListenState::Recording => format!("recording bars {start_bar}-{}", start_bar + bars - 1),
+            ListenState::Captured => format!("continuing your {bars} bars from bar {} (switch Listen off and on to record again)", start_bar + bars),
+        }
+    }
+
     /// Asks the worker to keep bars 1..`bar` - 1 of the current song and write the rest anew.
     pub fn request_regenerate_from(&self, bar: u32) {
         let count = (self.regenerate_from.load(Ordering::Relaxed) >> 32) + 1;
@@ -169,6 +185,10 @@ pub enum Command {
     Undo,
     /// Play a song generated before (from the plugin state), without the model.
     Restore(StoredSong),
+    /// Continue the producer's clip (Listen mode): its notes (beats from its start) are the
+    /// song's first `bars` bars, as the prime; the song plays on from the bar after, with the
+    /// current settings. The clip's own notes are not played back (the producer plays them).
+    Continue { clip: Vec<HeardNote>, bars: u32 },
     Shutdown,
 }
 
@@ -206,12 +226,14 @@ pub struct Hooks {
     pub state_loads: Box<dyn Fn() -> u64 + Send>,
     /// The song (JSON `StoredSong`) of the last loaded state.
     pub saved_song: Box<dyn Fn() -> String + Send>,
+    /// What Listen mode's recorder heard (the plugin's audio thread), when there is one.
+    pub heard: Option<rtrb::Consumer<Heard>>,
 }
 
 impl Hooks {
     /// Hooks with no plugin state behind them: regenerations use `settings`, songs go nowhere.
     pub fn stateless(settings: impl Fn() -> GenerationSettings + Send + 'static) -> Hooks {
-        Hooks { settings: Box::new(settings), keep: Box::new(|_| {}), state_loads: Box::new(|| 0), saved_song: Box::new(String::new) }
+        Hooks { settings: Box::new(settings), keep: Box::new(|_| {}), state_loads: Box::new(|| 0), saved_song: Box::new(String::new), heard: None }
     }
 
     /// What to play for a saved song (JSON): it, or a new song when it is empty or broken.
@@ -240,6 +262,7 @@ pub fn spawn(source: ModelSource, shared: Arc<Shared>, ring: rtrb::Producer<Song
         loads: (hooks.state_loads)(),
         regenerate_from: shared.regenerate_from.load(Ordering::Relaxed) >> 32,
         undos: shared.undo_requests.load(Ordering::Relaxed),
+        clip: Vec::new(),
     };
     let thread = std::thread::Builder::new()
         .name("cp-piano-worker".into())
@@ -277,8 +300,18 @@ fn push(ring: &mut rtrb::Producer<SongEvent>, event: SongEvent, receiver: &Recei
     }
 }
 
-/// A regeneration, an undo or a state load that happened since the worker last looked.
-fn news(shared: &Shared, hooks: &Hooks, seen: &mut Seen) -> Option<Command> {
+/// A regeneration, an undo, a state load or a clip Listen mode completed since the worker last
+/// looked.
+fn news(shared: &Shared, hooks: &mut Hooks, seen: &mut Seen) -> Option<Command> {
+    if let Some(heard) = hooks.heard.as_mut() {
+        while let Ok(event) = heard.pop() {
+            match event {
+                Heard::Note(note) => seen.clip.push(note),
+                Heard::Cancel => seen.clip.clear(),
+                Heard::Done { bars } => return Some(Command::Continue { clip: std::mem::take(&mut seen.clip), bars }),
+            }
+        }
+    }
     let loads = (hooks.state_loads)();
     if loads != seen.loads {
         seen.loads = loads;
@@ -310,6 +343,8 @@ struct Seen {
     loads: u64,
     regenerate_from: u64,
     undos: u32,
+    /// The notes Listen mode has sent of the pass in progress.
+    clip: Vec<HeardNote>,
 }
 
 /// The worker's channels to the rest of the plugin.
@@ -402,7 +437,7 @@ impl Io {
                 self.pending = self.receiver.try_recv().ok();
             }
             if self.pending.is_none() {
-                self.pending = news(&self.shared, &self.hooks, &mut self.seen);
+                self.pending = news(&self.shared, &mut self.hooks, &mut self.seen);
             }
             if self.pending.is_some() {
                 return Streamed::Interrupted;
@@ -439,7 +474,7 @@ fn run(source: ModelSource, ring: rtrb::Producer<SongEvent>, receiver: Receiver<
             Some(c) => c,
             None => match io.receiver.recv_timeout(Duration::from_millis(20)) {
                 Ok(c) => c,
-                Err(RecvTimeoutError::Timeout) => match news(&shared, &io.hooks, &mut io.seen) {
+                Err(RecvTimeoutError::Timeout) => match news(&shared, &mut io.hooks, &mut io.seen) {
                     Some(c) => c,
                     None => continue,
                 },
@@ -473,6 +508,19 @@ fn run(source: ModelSource, ring: rtrb::Producer<SongEvent>, receiver: Receiver<
                 *shared.song.lock().expect("song lock") = None;
                 previous = current.take().or(previous);
                 match Generator::try_with_prime(model, settings, &[Word::BAR]).and_then(Generator::remember_bars) {
+                    Ok(g) => (g, Vec::new()),
+                    Err(e) => {
+                        io.fail(format!("the model failed: {e}"));
+                        continue;
+                    }
+                }
+            }
+            Command::Continue { clip, bars } => {
+                let Some(model) = &model else { continue };
+                *shared.song.lock().expect("song lock") = None;
+                previous = current.take().or(previous);
+                let words = crate::generate::prime::from_notes(&clip_notes(&clip), bars, shared.tempo() as f32);
+                match Generator::try_with_prime(model, (io.hooks.settings)(), &words).and_then(Generator::remember_bars) {
                     Ok(g) => (g, Vec::new()),
                     Err(e) => {
                         io.fail(format!("the model failed: {e}"));
@@ -524,6 +572,13 @@ fn run(source: ModelSource, ring: rtrb::Producer<SongEvent>, receiver: Receiver<
             }
         }
     }
+}
+
+/// A heard clip as song notes (ticks from its start).
+pub fn clip_notes(clip: &[HeardNote]) -> Vec<crate::music::song::Note> {
+    use crate::music::song::TICKS_PER_BEAT;
+    let ticks = |beats: f64| (beats.max(0.0) * TICKS_PER_BEAT as f64).round() as u32;
+    clip.iter().map(|n| crate::music::song::Note { onset: ticks(n.start), duration: ticks(n.duration).max(1), pitch: n.pitch, velocity: n.velocity }).collect()
 }
 
 /// The folder "Export MIDI" writes to: `$HOME/Music/CP Piano` (the current folder without a

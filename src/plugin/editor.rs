@@ -28,7 +28,7 @@ pub struct CpPianoEditor {
 /// Creates the editor.
 pub fn create(params: Arc<CpPianoParams>, shared: Arc<Shared>) -> Option<EguiEditor<CpPianoEditor>> {
     create_egui_editor(
-        EguiEditorState::from_size(LogicalSize::new(720.0, 480.0), 1.0),
+        EguiEditorState::from_size(LogicalSize::new(720.0, 520.0), 1.0),
         RepaintNotifier::default(),
         EguiNiceSettings { title: "CP Piano".into(), ..Default::default() },
         CpPianoEditor { chords: params.chords.read().map(|c| c.clone()).unwrap_or_default(), params, shared, gui: None, export_message: String::new(), selected_bar: None },
@@ -136,6 +136,16 @@ impl NiceEguiApp for CpPianoEditor {
                     Ok(None) => ui.label("the model's own chords"),
                     Err(e) => ui.colored_label(egui::Color32::from_rgb(230, 120, 90), e.to_string()),
                 };
+            });
+            ui.horizontal(|ui| {
+                let p = &self.params;
+                ui.label("Listen");
+                ui.add(widgets::ParamSlider::for_param(&p.listen, &setter));
+                ui.label("bars");
+                ui.add(widgets::ParamSlider::for_param(&p.listen_bars, &setter));
+                ui.label("MIDI thru");
+                ui.add(widgets::ParamSlider::for_param(&p.midi_thru, &setter));
+                ui.label(self.shared.listen_text(p.start_bar.value(), p.listen_bars.value()));
             });
             egui::Grid::new("params").num_columns(4).spacing([12.0, 6.0]).show(ui, |ui| {
                 let p = &self.params;
