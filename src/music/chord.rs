@@ -167,6 +167,15 @@ impl Chord {
         }
     }
 
+    /// Name as a producer writes it and `--chords` reads it: `C`, `Am`, `F#m7`, `N`.
+    pub fn label(self) -> String {
+        match self {
+            Chord::Chord { root, quality: Quality::Major } => ROOT_NAMES[root as usize].to_string(),
+            Chord::Chord { root, quality } => format!("{}{}", ROOT_NAMES[root as usize], quality.name()),
+            Chord::NoChord => "N".to_string(),
+        }
+    }
+
     /// Pitch classes of the chord as a 12-bit mask (empty for no chord).
     pub fn pitch_class_mask(self) -> u16 {
         match self {
@@ -283,6 +292,14 @@ pub fn recognise_chords(notes: &[Note]) -> Vec<ChordChange> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_chord_label_reads_back_as_the_same_chord() {
+        for i in 0..CHORD_LABELS {
+            let chord = Chord::from_index(i).unwrap();
+            assert_eq!(chord.label().parse::<Chord>(), Ok(chord), "{}", chord.label());
+        }
+    }
 
     fn chord_of(pitches: &[u8]) -> Chord {
         let notes: Vec<Note> = pitches

@@ -72,6 +72,17 @@ impl StoredSong {
         serde_json::from_str(text)
     }
 
+    /// The song's chord changes (beat, chord), from its words: the chord row the editor shows.
+    pub fn chords(&self) -> Vec<(f64, crate::music::chord::Chord)> {
+        let words: Vec<Word> = self.cp_words.iter().map(|&w| Word(w)).collect();
+        crate::tokens::cp::decode(&words)
+            .grid
+            .slots
+            .iter()
+            .filter_map(|s| s.chord.map(|c| (s.position as f64 / 4.0, c)))
+            .collect()
+    }
+
     /// The song as a plain `Song` (for MIDI export), at `bpm`.
     pub fn to_song(&self, bpm: f32) -> crate::music::song::Song {
         use crate::music::song::{Note, Song, TempoChange, TICKS_PER_BEAT};
@@ -151,7 +162,7 @@ impl Shared {
     pub fn listen_text(&self, start_bar: i32, bars: i32) -> String {
         use crate::playback::recorder::ListenState;
         match ListenState::from_u8(self.listen_state.load(Ordering::Relaxed)) {
-            ListenState::Off => "off".into(),
+            ListenState::Off => "Listen is off".into(),
             ListenState::Armed => format!("waiting for bar {start_bar} (play bars {start_bar}-{})", start_bar + bars - 1),
             ListenState::Recording => format!("recording bars {start_bar}-{}", start_bar + bars - 1),
             ListenState::Captured => format!("continuing your {bars} bars from bar {} (switch Listen off and on to record again)", start_bar + bars),
