@@ -163,3 +163,38 @@ fn regenerate_from_a_bar_keeps_the_bars_before_and_undo_brings_the_old_song_back
     check(&second, &kept.lock().unwrap()[2], 9);
     drop(worker);
 }
+
+#[test]
+fn takes_are_the_songs_their_seeds_give_alone_and_a_picked_take_plays_and_is_kept() {
+    let settings = GenerationSettings { seed: 11, max_bars: Some(4), ..Default::default() };
+    let (worker, mut consumer, shared, kept) = keeping_worker(&settings);
+    shared.request_takes(3);
+    wait_for("three takes, the first playing", || shared.takes.lock().unwrap().len() == 3 && kept.lock().unwrap().len() == 1);
+    let takes = shared.takes.lock().unwrap().clone();
+    assert_eq!(kept.lock().unwrap()[0], takes[0], "take 1 plays first and is kept");
+    assert!(takes[0] != takes[1] && takes[1] != takes[2], "three different songs");
+
+    // Picking take 3 plays its notes and keeps it.
+    while consumer.pop().is_ok() {}
+    shared.pick_take(2);
+    wait_for("take 3", || kept.lock().unwrap().len() == 2);
+    assert_eq!(kept.lock().unwrap()[1], takes[2]);
+    assert_eq!(shared.picked_take.load(Ordering::Relaxed), 2);
+    let mut events = Vec::new();
+    wait_for("take 3's notes", || {
+        while let Ok(e) = consumer.pop() {
+            events.push(e);
+        }
+        matches!(events.last(), Some(SongEvent::End(_)))
+    });
+    let notes: Vec<_> = events.iter().filter_map(|e| if let SongEvent::Note(n) = e { Some(*n) } else { None }).collect();
+    assert_eq!(notes, takes[2].notes.iter().map(engine_note).collect::<Vec<_>>());
+
+    // Take i is the song seed 11 + i gives alone.
+    for (i, take) in takes.iter().enumerate() {
+        worker.commands.send(Command::Generate(GenerationSettings { seed: 11 + i as u64, ..settings.clone() })).unwrap();
+        wait_for("the song alone", || kept.lock().unwrap().len() == 3 + i);
+        assert_eq!(kept.lock().unwrap()[2 + i], *take, "take {} differs from seed {} alone", i + 1, 11 + i);
+    }
+    assert!(shared.takes.lock().unwrap().is_empty(), "a new song ends the takes");
+}

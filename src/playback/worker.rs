@@ -115,6 +115,15 @@ pub struct Shared {
     pub regenerate_from: AtomicU64,
     /// Bumped by the editor's Undo: the song before the last regeneration plays again.
     pub undo_requests: AtomicU32,
+    /// The editor's "Takes": requests so far in the high 32 bits, the number of takes in the
+    /// low 32 (`request_takes`).
+    pub takes_requests: AtomicU64,
+    /// The editor's pick of a take: picks so far in the high 32 bits, the take (from 0) in the
+    /// low 32 (`pick_take`).
+    pub take_picks: AtomicU64,
+    /// The last takes (empty before any), and the one playing.
+    pub takes: Mutex<Vec<StoredSong>>,
+    pub picked_take: AtomicU32,
     /// What playback is doing (`engine::PlayState as u8`), written by the audio thread.
     pub play_state: AtomicU8,
     /// The playhead in song beats, written by the audio thread.
@@ -171,8 +180,17 @@ impl Shared {
 
     /// Asks the worker to keep bars 1..`bar` - 1 of the current song and write the rest anew.
     pub fn request_regenerate_from(&self, bar: u32) {
-        let count = (self.regenerate_from.load(Ordering::Relaxed) >> 32) + 1;
-        self.regenerate_from.store(count << 32 | bar as u64, Ordering::Relaxed);
+        bump(&self.regenerate_from, bar);
+    }
+
+    /// Asks the worker for `count` takes of the current settings.
+    pub fn request_takes(&self, count: u32) {
+        bump(&self.takes_requests, count);
+    }
+
+    /// Asks the worker to play take `index` (from 0) and keep it.
+    pub fn pick_take(&self, index: u32) {
+        bump(&self.take_picks, index);
     }
 
     /// The host tempo last seen (120 before any).
@@ -182,6 +200,13 @@ impl Shared {
             _ => 120.0,
         }
     }
+}
+
+/// Counts one more request in the high 32 bits of `request` and stores `value` in the low 32, in
+/// one atomic so the two always agree.
+fn bump(request: &AtomicU64, value: u32) {
+    let count = (request.load(Ordering::Relaxed) >> 32) + 1;
+    request.store(count << 32 | value as u64, Ordering::Relaxed);
 }
 
 /// Requests to the worker.
@@ -196,6 +221,11 @@ pub enum Command {
     Undo,
     /// Play a song generated before (from the plugin state), without the model.
     Restore(StoredSong),
+    /// Generate `count` takes of the current settings together (seeds seed, seed + 1, ...),
+    /// keep them in `Shared::takes` and play the first.
+    Takes { count: usize },
+    /// Play take `index` (from 0) of the last takes, and keep it as the song.
+    PickTake(usize),
     /// Continue the producer's clip (Listen mode): its notes (beats from its start) are the
     /// song's first `bars` bars, as the prime; the song plays on from the bar after, with the
     /// current settings. The clip's own notes are not played back (the producer plays them).
@@ -273,6 +303,8 @@ pub fn spawn(source: ModelSource, shared: Arc<Shared>, ring: rtrb::Producer<Song
         loads: (hooks.state_loads)(),
         regenerate_from: shared.regenerate_from.load(Ordering::Relaxed) >> 32,
         undos: shared.undo_requests.load(Ordering::Relaxed),
+        takes: shared.takes_requests.load(Ordering::Relaxed) >> 32,
+        picks: shared.take_picks.load(Ordering::Relaxed) >> 32,
         clip: Vec::new(),
     };
     let thread = std::thread::Builder::new()
@@ -345,6 +377,16 @@ fn news(shared: &Shared, hooks: &mut Hooks, seen: &mut Seen) -> Option<Command> 
         seen.undos = undos;
         return Some(Command::Undo);
     }
+    let takes = shared.takes_requests.load(Ordering::Relaxed);
+    if takes >> 32 != seen.takes {
+        seen.takes = takes >> 32;
+        return Some(Command::Takes { count: takes as u32 as usize });
+    }
+    let pick = shared.take_picks.load(Ordering::Relaxed);
+    if pick >> 32 != seen.picks {
+        seen.picks = pick >> 32;
+        return Some(Command::PickTake(pick as u32 as usize));
+    }
     None
 }
 
@@ -354,6 +396,8 @@ struct Seen {
     loads: u64,
     regenerate_from: u64,
     undos: u32,
+    takes: u64,
+    picks: u64,
     /// The notes Listen mode has sent of the pass in progress.
     clip: Vec<HeardNote>,
 }
@@ -444,13 +488,7 @@ impl Io {
             self.shared.words.store(generator.words().len() as u32, Ordering::Relaxed);
             self.shared.bars.store(generator.bars(), Ordering::Relaxed);
             // A new command (regenerate, restore, state load, shutdown) cuts this song short.
-            if self.pending.is_none() {
-                self.pending = self.receiver.try_recv().ok();
-            }
-            if self.pending.is_none() {
-                self.pending = news(&self.shared, &mut self.hooks, &mut self.seen);
-            }
-            if self.pending.is_some() {
+            if self.interrupted() {
                 return Streamed::Interrupted;
             }
         }
@@ -459,6 +497,83 @@ impl Io {
             return Streamed::Shutdown;
         }
         Streamed::Done(stored(generator, &notes, end, generator.finish() == Some(Finish::Eos)))
+    }
+}
+
+/// A finished song as the worker keeps it: its notes are the words' notes as the decoder reads
+/// them (as `Io::stream` sends them for a song without a prime).
+fn stored_song<M: crate::generate::WordModel>(generator: &Generator<'_, M>) -> StoredSong {
+    let mut decoder = crate::tokens::cp::Decoder::new();
+    let notes = generator
+        .words()
+        .iter()
+        .filter_map(|&w| match decoder.push(w) {
+            Event::Note(n) => Some(NoteEvent::from_placed(&n)),
+            _ => None,
+        })
+        .collect();
+    StoredSong {
+        settings: generator.settings().clone(),
+        notes,
+        end: generator.grid().bars as f64 * 4.0,
+        ended_with_eos: generator.finish() == Some(Finish::Eos),
+        words: generator.words().len(),
+        cp_words: generator.words().iter().map(|w| w.0).collect(),
+    }
+}
+
+impl Io {
+    /// `count` takes of `settings`, generated together on the CPU (one after another on a GPU);
+    /// `None` when a new command cut them short or the model failed (the status says why).
+    fn takes(&mut self, model: &Inference, settings: &GenerationSettings, count: usize) -> Option<Vec<StoredSong>> {
+        self.shared.status.store(Status::Generating as u8, Ordering::Relaxed);
+        let songs = match model {
+            Inference::Cpu(rnn) => {
+                let mut takes = crate::generate::takes::Takes::new(rnn, settings, &[Word::BAR], count).ok()?;
+                while takes.next_words() {
+                    let words: usize = takes.takes().iter().map(|g| g.words().len()).sum();
+                    self.shared.words.store(words as u32, Ordering::Relaxed);
+                    if self.interrupted() {
+                        return None;
+                    }
+                }
+                takes.takes().iter().map(stored_song).collect()
+            }
+            Inference::Device(_) => {
+                let mut songs = Vec::with_capacity(count);
+                for i in 0..count as u64 {
+                    let seeded = GenerationSettings { seed: settings.seed.wrapping_add(i), ..settings.clone() };
+                    let mut generator = match Generator::try_with_prime(model, seeded, &[Word::BAR]) {
+                        Ok(g) => g,
+                        Err(e) => {
+                            self.fail(format!("the model failed: {e}"));
+                            return None;
+                        }
+                    };
+                    while generator.next_step().is_some() {
+                        if self.interrupted() {
+                            return None;
+                        }
+                    }
+                    songs.push(stored_song(&generator));
+                }
+                songs
+            }
+        };
+        self.shared.status.store(Status::Ready as u8, Ordering::Relaxed);
+        Some(songs)
+    }
+
+    /// Whether a command (from the channel or the shared requests) is waiting; it is kept in
+    /// `pending`.
+    fn interrupted(&mut self) -> bool {
+        if self.pending.is_none() {
+            self.pending = self.receiver.try_recv().ok();
+        }
+        if self.pending.is_none() {
+            self.pending = news(&self.shared, &mut self.hooks, &mut self.seen);
+        }
+        self.pending.is_some()
     }
 }
 
@@ -514,9 +629,29 @@ fn run(source: ModelSource, ring: rtrb::Producer<SongEvent>, receiver: Receiver<
                 io.pending = Some(Command::Restore(song));
                 continue;
             }
+            Command::Takes { count } => {
+                let Some(model) = &model else { continue };
+                if let Err(e) = crate::generate::takes::check_count(count) {
+                    io.fail(e.to_string());
+                    continue;
+                }
+                let Some(takes) = io.takes(model, &(io.hooks.settings)(), count) else { continue };
+                *shared.takes.lock().expect("takes lock") = takes;
+                previous = current.take().or(previous);
+                io.pending = Some(Command::PickTake(0));
+                continue;
+            }
+            Command::PickTake(index) => {
+                let Some(take) = shared.takes.lock().expect("takes lock").get(index).cloned() else { continue };
+                shared.picked_take.store(index as u32, Ordering::Relaxed);
+                (io.hooks.keep)(&take);
+                io.pending = Some(Command::Restore(take));
+                continue;
+            }
             Command::Generate(settings) => {
                 let Some(model) = &model else { continue };
                 *shared.song.lock().expect("song lock") = None;
+                shared.takes.lock().expect("takes lock").clear();
                 previous = current.take().or(previous);
                 match Generator::try_with_prime(model, settings, &[Word::BAR]).and_then(Generator::remember_bars) {
                     Ok(g) => (g, Vec::new()),
@@ -529,6 +664,7 @@ fn run(source: ModelSource, ring: rtrb::Producer<SongEvent>, receiver: Receiver<
             Command::Continue { clip, bars } => {
                 let Some(model) = &model else { continue };
                 *shared.song.lock().expect("song lock") = None;
+                shared.takes.lock().expect("takes lock").clear();
                 previous = current.take().or(previous);
                 let words = crate::generate::prime::from_notes(&clip_notes(&clip), bars, shared.tempo() as f32);
                 match Generator::try_with_prime(model, (io.hooks.settings)(), &words).and_then(Generator::remember_bars) {
@@ -561,6 +697,7 @@ fn run(source: ModelSource, ring: rtrb::Producer<SongEvent>, receiver: Receiver<
                     io.fail(format!("cannot regenerate: {e}"));
                     continue;
                 }
+                shared.takes.lock().expect("takes lock").clear();
                 let from = (bar - 1) as f64 * 4.0;
                 let kept = song.notes.iter().filter(|n| n.start < from).copied().collect();
                 previous = current.take();

@@ -1,7 +1,7 @@
 //! The plugin's window (egui through nice-plug-egui): status, a piano roll of the song (a
 //! keyboard up the left, the song's chords along the top, bar numbers, velocity shading, the
 //! playhead; click a bar to pick it), Regenerate, Regenerate from the picked bar, Undo, Export
-//! MIDI, the parameters in three groups (Song, Steering, Output) and the chord progression.
+//! MIDI, takes (K songs at once, as tabs: the picked one plays and is kept), the parameters in three groups (Song, Steering, Output) and the chord progression.
 //! Runs on the GUI thread; reads the worker's shared values and never touches the audio
 //! thread's data.
 
@@ -25,15 +25,17 @@ pub struct CpPianoEditor {
     selected_bar: Option<u32>,
     /// The chord progression being typed (written to the parameters as it changes).
     chords: String,
+    /// How many takes "Takes" asks for.
+    take_count: u32,
 }
 
 /// Creates the editor.
 pub fn create(params: Arc<CpPianoParams>, shared: Arc<Shared>) -> Option<EguiEditor<CpPianoEditor>> {
     create_egui_editor(
-        EguiEditorState::from_size(LogicalSize::new(860.0, 560.0), 1.0),
+        EguiEditorState::from_size(LogicalSize::new(860.0, 600.0), 1.0),
         RepaintNotifier::default(),
         EguiNiceSettings { title: "CP Piano".into(), ..Default::default() },
-        CpPianoEditor { chords: params.chords.read().map(|c| c.clone()).unwrap_or_default(), params, shared, gui: None, export_message: String::new(), selected_bar: None },
+        CpPianoEditor { chords: params.chords.read().map(|c| c.clone()).unwrap_or_default(), params, shared, gui: None, export_message: String::new(), selected_bar: None, take_count: 4 },
     )
 }
 
@@ -149,6 +151,23 @@ impl NiceEguiApp for CpPianoEditor {
                     self.export();
                 }
                 ui.label(&self.export_message);
+            });
+            // Takes: K songs of the current settings together; pick one to hear and keep it.
+            ui.horizontal(|ui| {
+                if ui.button(format!("{} takes", self.take_count)).clicked() {
+                    self.shared.request_takes(self.take_count);
+                }
+                ui.add(egui::DragValue::new(&mut self.take_count).range(2..=crate::generate::takes::MAX_TAKES as u32));
+                let count = self.shared.takes.lock().map(|t| t.len()).unwrap_or(0);
+                let picked = self.shared.picked_take.load(Ordering::Relaxed) as usize;
+                for i in 0..count {
+                    if ui.selectable_label(i == picked, format!("Take {}", i + 1)).clicked() {
+                        self.shared.pick_take(i as u32);
+                    }
+                }
+                if count == 0 {
+                    ui.label("generates several songs at once; pick the one to keep");
+                }
             });
             // Parameters in three groups: the song, how it is steered, where it goes.
             ui.columns(3, |columns| {
