@@ -1,6 +1,8 @@
-//! The editor opens in a real X11 window: a CLAP host embeds the plugin's GUI in a window of
-//! its own, lets it draw, and grabs the pixels (saved as target/editor-screenshot.png). Needs an
-//! X display: CI runs the tests under `xvfb-run`; without a display this test says so and skips.
+//! The editor in a real X11 window: a CLAP host embeds the plugin's GUI in a window of its own
+//! and grabs its pixels in each state: generating, ready, playing (the host's transport runs),
+//! and a take picked (the test clicks "4 takes", then "Take 2", through XTEST). Each state is
+//! saved as target/editor-<state>.png and checked against the one before it. Needs an X display:
+//! CI runs the tests under `xvfb-run`; without a display this test says so and skips.
 
 mod common;
 
@@ -11,6 +13,8 @@ use clack_extensions::gui::{GuiApiType, GuiConfiguration, GuiSize, HostGui, Host
 use clack_host::prelude::*;
 use x11rb::connection::Connection;
 use x11rb::protocol::xproto::{ConnectionExt, CreateWindowAux, ImageFormat, WindowClass};
+use x11rb::protocol::xtest::ConnectionExt as _;
+use x11rb::rust_connection::RustConnection;
 
 struct Shared;
 impl SharedHandler<'_> for Shared {
@@ -44,14 +48,150 @@ impl HostHandlers for TestHost {
     }
 }
 
+/// A grab of the window: RGB pixels.
+#[derive(Clone, PartialEq)]
+struct Shot {
+    w: usize,
+    h: usize,
+    rgb: Vec<u8>,
+}
+
+impl Shot {
+    fn at(&self, x: usize, y: usize) -> [u8; 3] {
+        let i = (y * self.w + x) * 3;
+        [self.rgb[i], self.rgb[i + 1], self.rgb[i + 2]]
+    }
+
+    fn colours(&self) -> usize {
+        let mut colours: Vec<&[u8]> = self.rgb.chunks(3).collect();
+        colours.sort();
+        colours.dedup();
+        colours.len()
+    }
+
+    /// Pixels that differ from `other` between rows `y0..y1`.
+    fn changed(&self, other: &Shot, y0: usize, y1: usize) -> usize {
+        (y0..y1).flat_map(|y| (0..self.w).map(move |x| (x, y))).filter(|&(x, y)| self.at(x, y) != other.at(x, y)).count()
+    }
+
+    /// Horizontal runs of exactly `colour`, at least `min` pixels long, in row `y`.
+    fn runs(&self, y: usize, colour: [u8; 3], min: usize) -> Vec<(usize, usize)> {
+        let mut runs = Vec::new();
+        let mut start = None;
+        for x in 0..=self.w {
+            let on = x < self.w && self.at(x, y) == colour;
+            match (on, start) {
+                (true, None) => start = Some(x),
+                (false, Some(s)) => {
+                    if x - s >= min {
+                        runs.push((s, x));
+                    }
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        runs
+    }
+
+    fn save(&self, name: &str) {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("target/editor-{name}.png"));
+        let mut encoder = png::Encoder::new(std::fs::File::create(&path).unwrap(), self.w as u32, self.h as u32);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        encoder.write_header().unwrap().write_image_data(&self.rgb).unwrap();
+        println!("editor {name}: {} colours, saved to {}", self.colours(), path.display());
+    }
+}
+
+fn grab(conn: &RustConnection, window: u32, w: usize, h: usize) -> Shot {
+    let image = conn.get_image(ImageFormat::Z_PIXMAP, window, 0, 0, w as u16, h as u16, !0).unwrap().reply().expect("the window's pixels");
+    let rgb = image.data.chunks(4).take(w * h).flat_map(|px| [px[2], px[1], px[0]]).collect();
+    Shot { w, h, rgb }
+}
+
+/// Grabs until two grabs `ms` apart agree (the editor has drawn what there is to draw).
+fn settled(conn: &RustConnection, window: u32, w: usize, h: usize, ms: u64) -> Shot {
+    let mut last = grab(conn, window, w, h);
+    for _ in 0..200 {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+        let next = grab(conn, window, w, h);
+        if next == last {
+            return next;
+        }
+        last = next;
+    }
+    panic!("the editor never settled");
+}
+
+/// A left click at window pixel (x, y) (the window sits at the screen's origin).
+fn click(conn: &RustConnection, root: u32, x: usize, y: usize) {
+    const MOTION: u8 = 6;
+    const PRESS: u8 = 4;
+    const RELEASE: u8 = 5;
+    conn.xtest_fake_input(MOTION, 0, 0, root, x as i16, y as i16, 0).unwrap();
+    conn.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    conn.xtest_fake_input(PRESS, 1, 0, root, 0, 0, 0).unwrap();
+    conn.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    conn.xtest_fake_input(RELEASE, 1, 0, root, 0, 0, 0).unwrap();
+    conn.flush().unwrap();
+}
+
+/// The top row of the first row of buttons under the piano roll: the first row below the roll
+/// with the button fill starting at the left margin.
+fn first_button_row(shot: &Shot) -> usize {
+    const BUTTON: [u8; 3] = [50, 50, 50];
+    (200..shot.h).find(|&y| shot.runs(y, BUTTON, 30).first().is_some_and(|r| (10..25).contains(&r.0))).expect("a row of buttons under the roll")
+}
+
+/// One block of the host's transport at `at` samples (120 BPM, 48 kHz).
+fn block(processor: &mut clack_host::process::StartedPluginAudioProcessor<TestHost>, playing: bool, at: u64) {
+    use clack_host::events::event_types::{TransportEvent, TransportFlags};
+    use clack_host::events::io::EventBuffer;
+    use clack_host::events::{EventFlags, EventHeader};
+    use clack_host::utils::{BeatTime, SecondsTime};
+    let beats = at as f64 * 2.0 / 48_000.0;
+    let mut flags = TransportFlags::HAS_TEMPO | TransportFlags::HAS_BEATS_TIMELINE | TransportFlags::HAS_SECONDS_TIMELINE;
+    if playing {
+        flags |= TransportFlags::IS_PLAYING;
+    }
+    let t = TransportEvent {
+        header: EventHeader::new_core(0, EventFlags::empty()),
+        flags,
+        song_pos_beats: BeatTime::from_float(beats),
+        song_pos_seconds: SecondsTime::from_float(beats / 2.0),
+        tempo: 120.0,
+        tempo_inc: 0.0,
+        loop_start_beats: BeatTime::from_float(0.0),
+        loop_end_beats: BeatTime::from_float(0.0),
+        loop_start_seconds: SecondsTime::from_float(0.0),
+        loop_end_seconds: SecondsTime::from_float(0.0),
+        bar_start: BeatTime::from_float((beats / 4.0).floor() * 4.0),
+        bar_number: (beats / 4.0).floor() as i32,
+        time_signature_numerator: 4,
+        time_signature_denominator: 4,
+    };
+    let (mut left, mut right) = (vec![0f32; 256], vec![0f32; 256]);
+    let mut ports = AudioPorts::with_capacity(2, 1);
+    let mut outputs = ports.with_output_buffers([AudioPortBuffer {
+        latency: 0,
+        channels: AudioPortBufferType::f32_output_only([left.as_mut_slice(), right.as_mut_slice()].into_iter()),
+    }]);
+    // SAFETY: no audio input ports: an empty buffer list with the block length.
+    let inputs = unsafe { InputAudioBuffers::from_raw_buffers(&[], 256) };
+    let mut events = EventBuffer::with_capacity(1024);
+    processor.process(&inputs, &mut outputs, &InputEvents::empty(), &mut events.as_output(), None, Some(&t)).expect("process");
+}
+
 #[test]
-fn the_editor_opens_and_draws_in_an_x11_window() {
+fn the_editor_draws_each_state_in_an_x11_window() {
     if std::env::var_os("DISPLAY").is_none() {
         eprintln!("skipped: no X display (CI runs the tests under xvfb-run)");
         return;
     }
-    let Some(bundles) = common::bundles("the_editor_opens_and_draws_in_an_x11_window") else { return };
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let Some(bundles) = common::bundles("the_editor_draws_each_state_in_an_x11_window") else { return };
     let path = bundles.join("CP Piano.clap");
     // SAFETY: loading our own plugin bundle.
     let entry = unsafe { PluginEntry::load(&path) }.expect("the .clap loads");
@@ -60,9 +200,9 @@ fn the_editor_opens_and_draws_in_an_x11_window() {
     let id: &CStr = descriptor.id().unwrap();
     let info = HostInfo::new("cp-piano editor test", "cp-piano", "https://example.invalid", "1.0").unwrap();
     let mut plugin = PluginInstance::<TestHost>::new(|_| Shared, |_| (), &entry, id, &info).expect("instantiates");
-    // Activation starts the worker: the window then shows a song being written.
+    // Activation starts the worker: the window then shows the song being written, bar by bar.
     let config = PluginAudioConfiguration { sample_rate: 48_000.0, min_frames_count: 1, max_frames_count: 256 };
-    let processor = plugin.activate(|_, _| (), config).expect("activates");
+    let mut processor = plugin.activate(|_, _| (), config).expect("activates").start_processing().expect("starts");
     let handle = plugin.plugin_handle();
     let gui = handle.get_extension::<PluginGui>().expect("the plugin has a GUI");
     let config = GuiConfiguration { api_type: GuiApiType::X11, is_floating: false };
@@ -70,41 +210,88 @@ fn the_editor_opens_and_draws_in_an_x11_window() {
     gui.create(&handle, config).expect("the GUI is created");
     let size = gui.get_size(&handle).expect("the GUI has a size");
     assert!(size.width >= 400 && size.height >= 300, "{}x{}", size.width, size.height);
+    let (w, h) = (size.width as usize, size.height as usize);
 
     let (conn, screen) = x11rb::connect(None).expect("the X display answers");
-    let screen = &conn.setup().roots[screen];
+    let root = conn.setup().roots[screen].root;
+    let white = conn.setup().roots[screen].white_pixel;
     let window = conn.generate_id().unwrap();
-    conn.create_window(0, window, screen.root, 0, 0, size.width as u16, size.height as u16, 0, WindowClass::INPUT_OUTPUT, 0, &CreateWindowAux::new().background_pixel(screen.white_pixel))
-        .unwrap();
+    conn.create_window(0, window, root, 0, 0, w as u16, h as u16, 0, WindowClass::INPUT_OUTPUT, 0, &CreateWindowAux::new().background_pixel(white)).unwrap();
     conn.map_window(window).unwrap();
     // A round trip: the server has made the window before the plugin's own connection reparents.
     conn.get_input_focus().unwrap().reply().expect("the X display answers");
     // SAFETY: the window lives until after the GUI is destroyed below.
     unsafe { gui.set_parent(&handle, Window::from_x11_handle(window as _)) }.expect("the GUI embeds");
     gui.show(&handle).expect("the GUI shows");
-    std::thread::sleep(std::time::Duration::from_secs(6));
 
-    let image = conn.get_image(ImageFormat::Z_PIXMAP, window, 0, 0, size.width as u16, size.height as u16, !0).unwrap().reply().expect("the window's pixels");
-    let (w, h) = (size.width as usize, size.height as usize);
-    let mut rgb = Vec::with_capacity(w * h * 3);
-    for px in image.data.chunks(4).take(w * h) {
-        rgb.extend([px[2], px[1], px[0]]);
+    // Generating, then ready.
+    let mut shots = Vec::new();
+    for _ in 0..40 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        shots.push(grab(&conn, window, w, h));
     }
-    let mut colours: Vec<[u8; 3]> = rgb.chunks(3).map(|c| [c[0], c[1], c[2]]).collect();
-    colours.sort();
-    colours.dedup();
-    let out = root.join("target/editor-screenshot.png");
-    let file = std::fs::File::create(&out).unwrap();
-    let mut encoder = png::Encoder::new(file, w as u32, h as u32);
-    encoder.set_color(png::ColorType::Rgb);
-    encoder.set_depth(png::BitDepth::Eight);
-    encoder.write_header().unwrap().write_image_data(&rgb).unwrap();
-    println!("editor {}x{}: {} colours, saved to {}", w, h, colours.len(), out.display());
-    assert!(colours.len() > 10, "the editor drew something ({} colours)", colours.len());
+    let ready = settled(&conn, window, w, h, 1000);
+    ready.save("ready");
+    assert!(ready.colours() > 10, "the editor drew something ({} colours)", ready.colours());
+    let roll = (50, 300.min(h));
+    let generating = shots.iter().find(|s| s.colours() > 10 && s.changed(&ready, roll.0, roll.1) > 100).expect("a grab while the song was being written");
+    generating.save("generating");
+
+    // Playing: the host's transport runs for 8 beats; the playhead is drawn.
+    let playhead = |s: &Shot| s.rgb.chunks(3).filter(|p| p[0] > 200 && (90..150).contains(&p[1]) && p[2] < 100).count();
+    assert_eq!(playhead(&ready), 0, "no playhead before playing");
+    let mut at = 0u64;
+    while at < 8 * 24_000 {
+        block(&mut processor, true, at);
+        at += 256;
+    }
+    let playing = settled(&conn, window, w, h, 300);
+    playing.save("playing");
+    assert!(playhead(&playing) > 50, "the playhead is drawn ({} pixels)", playhead(&playing));
+    block(&mut processor, false, at);
+
+    // Takes: click "4 takes" (the first button of the row under the first row: buttons are 20
+    // pixels high, rows 3 apart), wait for the tabs, click "Take 2" (right of the picked
+    // "Take 1", as wide).
+    let top = first_button_row(&playing) + 23;
+    let (y, fill_row) = (top + 10, top + 3);
+    click(&conn, root, 40, y);
+    let mut tabs = None;
+    for _ in 0..100 {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let shot = grab(&conn, window, w, h);
+        // The picked tab is filled with the selection colour, right of the takes' count.
+        let selection = (120..shot.w).map(|x| shot.at(x, fill_row)).find(|p| p[2] > p[0] + 40 && p[2] > 80);
+        if let Some(run) = selection.and_then(|colour| shot.runs(fill_row, colour, 20).into_iter().find(|r| r.0 > 120).map(|r| (colour, r))) {
+            tabs = Some((shot, run.0, run.1));
+            break;
+        }
+    }
+    if tabs.is_none() {
+        grab(&conn, window, w, h).save("no-takes");
+    }
+    let (takes, selection, take_1) = tabs.expect("the takes' tabs appear, take 1 picked");
+    takes.save("takes");
+    // Take 1 is the song of the current seed (the one shown); the tabs are new.
+    assert!(takes.changed(&playing, top, top + 20) > 200, "the takes' tabs are drawn");
+    click(&conn, root, take_1.1 + 8 + (take_1.1 - take_1.0) / 2, y);
+    let mut picked = None;
+    for _ in 0..100 {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let shot = grab(&conn, window, w, h);
+        if shot.runs(fill_row, selection, 20).iter().any(|r| r.0 > take_1.1) {
+            picked = Some(settled(&conn, window, w, h, 500));
+            break;
+        }
+    }
+    let picked = picked.expect("take 2 is picked");
+    picked.save("take-2");
+    assert!(picked.changed(&takes, roll.0, roll.1) > 100, "take 2 is another song in the roll");
 
     gui.hide(&handle).ok();
     gui.destroy(&handle);
     conn.destroy_window(window).unwrap();
     conn.flush().unwrap();
+    let processor = processor.stop_processing();
     plugin.deactivate(processor);
 }

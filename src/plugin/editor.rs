@@ -13,7 +13,8 @@ use nice_plug::editor::dpi::LogicalSize;
 use nice_plug_egui::{create_egui_editor, widgets, EguiEditor, EguiEditorState, EguiNiceSettings, NiceEguiApp, RepaintNotifier};
 
 use crate::plugin::CpPianoParams;
-use crate::playback::worker::{default_export_dir, export_midi, Shared};
+use crate::playback::engine::PlayState;
+use crate::playback::worker::{default_export_dir, export_midi, Shared, Status};
 
 /// The window's state: parameters, the worker's shared values, the last export's outcome.
 pub struct CpPianoEditor {
@@ -132,6 +133,10 @@ impl NiceEguiApp for CpPianoEditor {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut nice_plug_egui::Frame) {
         let Some(gui) = self.gui.clone() else { return };
         let setter = gui.param_setter();
+        // The worker and the audio thread change what is shown without any input event: redraw
+        // often while a song is written or plays, now and then otherwise.
+        let busy = matches!(self.shared.status(), Status::Loading | Status::Generating) || self.shared.play_state.load(Ordering::Relaxed) == PlayState::Playing as u8;
+        ui.ctx().request_repaint_after(std::time::Duration::from_millis(if busy { 40 } else { 250 }));
         egui::Frame::new().inner_margin(egui::Margin::same(12)).show(ui, |ui| {
             ui.heading("CP Piano");
             ui.label(self.shared.status_text());
