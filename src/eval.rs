@@ -362,7 +362,7 @@ pub fn report_markdown(groups: &[Group], o: &CompareOptions) -> String {
     row("longest exact repeat (bars)", pick(&|x| Some(x.longest_repeat), 1), &vs(&|x| x.longest_repeat, true, false));
     out.push_str(
         "\n\"better\": for bars, notes and the MusDr metrics, the model whose mean is closer to the POP909 validation songs \
-         (when they were measured); for time, lower; for EOS rate, higher. Metric definitions: `src/metrics.rs`.\n\n",
+         (when they were measured); for time, lower; for EOS rate, higher. Metric definitions: `src/eval/metrics.rs`.\n\n",
     );
     out.push_str("![metrics against the data](metrics.png)\n\n![CP piano roll](piano_roll_cp.png)\n\n![REMI-XL piano roll](piano_roll_remi_xl.png)\n");
     out
