@@ -10,15 +10,14 @@ mod common;
 use std::ffi::CStr;
 use std::path::PathBuf;
 
-use clack_host::events::event_types::{NoteOffEvent, NoteOnEvent, TransportEvent, TransportFlags};
+use clack_host::events::event_types::{NoteOffEvent, NoteOnEvent, TransportFlags};
 use clack_host::events::io::EventBuffer;
-use clack_host::events::{EventFlags, EventHeader};
 use clack_host::events::event_types::ParamValueEvent;
 use clack_host::events::{Match, Pckn};
 use clack_host::prelude::*;
 use clack_extensions::params::{ParamInfoBuffer, PluginParams};
 use clack_extensions::state::PluginState;
-use clack_host::utils::{BeatTime, SecondsTime};
+use clack_host::utils::BeatTime;
 
 struct Shared;
 impl SharedHandler<'_> for Shared {
@@ -39,28 +38,7 @@ fn clap_bundle(test: &str) -> Option<PathBuf> {
     common::bundles(test).map(|dir| dir.join("CP Piano.clap"))
 }
 
-fn transport(playing: bool, tempo: f64, beats: f64) -> TransportEvent {
-    let mut flags = TransportFlags::HAS_TEMPO | TransportFlags::HAS_BEATS_TIMELINE | TransportFlags::HAS_SECONDS_TIMELINE;
-    if playing {
-        flags |= TransportFlags::IS_PLAYING;
-    }
-    TransportEvent {
-        header: EventHeader::new_core(0, EventFlags::empty()),
-        flags,
-        song_pos_beats: BeatTime::from_float(beats),
-        song_pos_seconds: SecondsTime::from_float(beats * 60.0 / tempo),
-        tempo,
-        tempo_inc: 0.0,
-        loop_start_beats: BeatTime::from_float(0.0),
-        loop_end_beats: BeatTime::from_float(0.0),
-        loop_start_seconds: SecondsTime::from_float(0.0),
-        loop_end_seconds: SecondsTime::from_float(0.0),
-        bar_start: BeatTime::from_float((beats / 4.0).floor() * 4.0),
-        bar_number: (beats / 4.0).floor() as i32,
-        time_signature_numerator: 4,
-        time_signature_denominator: 4,
-    }
-}
+use common::transport;
 
 /// A note event at its absolute sample: (sample, pitch, channel).
 #[derive(Debug, Clone, Copy, PartialEq)]

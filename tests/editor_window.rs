@@ -148,31 +148,8 @@ fn first_button_row(shot: &Shot) -> usize {
 
 /// One block of the host's transport at `at` samples (120 BPM, 48 kHz).
 fn block(processor: &mut clack_host::process::StartedPluginAudioProcessor<TestHost>, playing: bool, at: u64) {
-    use clack_host::events::event_types::{TransportEvent, TransportFlags};
     use clack_host::events::io::EventBuffer;
-    use clack_host::events::{EventFlags, EventHeader};
-    use clack_host::utils::{BeatTime, SecondsTime};
-    let beats = at as f64 * 2.0 / 48_000.0;
-    let mut flags = TransportFlags::HAS_TEMPO | TransportFlags::HAS_BEATS_TIMELINE | TransportFlags::HAS_SECONDS_TIMELINE;
-    if playing {
-        flags |= TransportFlags::IS_PLAYING;
-    }
-    let t = TransportEvent {
-        header: EventHeader::new_core(0, EventFlags::empty()),
-        flags,
-        song_pos_beats: BeatTime::from_float(beats),
-        song_pos_seconds: SecondsTime::from_float(beats / 2.0),
-        tempo: 120.0,
-        tempo_inc: 0.0,
-        loop_start_beats: BeatTime::from_float(0.0),
-        loop_end_beats: BeatTime::from_float(0.0),
-        loop_start_seconds: SecondsTime::from_float(0.0),
-        loop_end_seconds: SecondsTime::from_float(0.0),
-        bar_start: BeatTime::from_float((beats / 4.0).floor() * 4.0),
-        bar_number: (beats / 4.0).floor() as i32,
-        time_signature_numerator: 4,
-        time_signature_denominator: 4,
-    };
+    let t = common::transport(playing, 120.0, at as f64 * 2.0 / 48_000.0);
     let (mut left, mut right) = (vec![0f32; 256], vec![0f32; 256]);
     let mut ports = AudioPorts::with_capacity(2, 1);
     let mut outputs = ports.with_output_buffers([AudioPortBuffer {

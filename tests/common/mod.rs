@@ -156,3 +156,31 @@ pub fn bundles(test: &str) -> Option<PathBuf> {
         }
     }
 }
+
+/// A CLAP transport event: 4/4 at `tempo`, playing or not, at host beat `beats` (the test hosts
+/// send one per block).
+pub fn transport(playing: bool, tempo: f64, beats: f64) -> clack_host::events::event_types::TransportEvent {
+    use clack_host::events::event_types::{TransportEvent, TransportFlags};
+    use clack_host::events::{EventFlags, EventHeader};
+    use clack_host::utils::{BeatTime, SecondsTime};
+    let mut flags = TransportFlags::HAS_TEMPO | TransportFlags::HAS_BEATS_TIMELINE | TransportFlags::HAS_SECONDS_TIMELINE;
+    if playing {
+        flags |= TransportFlags::IS_PLAYING;
+    }
+    TransportEvent {
+        header: EventHeader::new_core(0, EventFlags::empty()),
+        flags,
+        song_pos_beats: BeatTime::from_float(beats),
+        song_pos_seconds: SecondsTime::from_float(beats * 60.0 / tempo),
+        tempo,
+        tempo_inc: 0.0,
+        loop_start_beats: BeatTime::from_float(0.0),
+        loop_end_beats: BeatTime::from_float(0.0),
+        loop_start_seconds: SecondsTime::from_float(0.0),
+        loop_end_seconds: SecondsTime::from_float(0.0),
+        bar_start: BeatTime::from_float((beats / 4.0).floor() * 4.0),
+        bar_number: (beats / 4.0).floor() as i32,
+        time_signature_numerator: 4,
+        time_signature_denominator: 4,
+    }
+}
