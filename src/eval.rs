@@ -216,6 +216,71 @@ pub fn validation_loss(weights: &Weights, data: &dataset::Dataset) -> Result<f64
     Ok(losses.iter().sum::<f64>() / losses.len() as f64)
 }
 
+/// How the model ends songs, teacher-forced on real ones: the probability it gives EOS after
+/// each song's closing Bar word (its true end), against after every other Bar word.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndingReport {
+    pub songs: usize,
+    /// Mean and median P(EOS) at the true ends.
+    pub at_end_mean: f64,
+    pub at_end_median: f64,
+    /// Mean P(EOS) after the other bar lines.
+    pub elsewhere_mean: f64,
+    /// Share of songs whose true end has a higher P(EOS) than every other bar line of the song.
+    pub end_is_highest: f64,
+}
+
+/// `EndingReport` for the CP model of `weights` on the songs of `split` (the recurrent model, f32,
+/// word by word on one thread).
+pub fn song_endings(weights: &Weights, data: &dataset::Dataset, split: Split) -> Result<EndingReport> {
+    use crate::tokens::cp::{Word, FAMILIES, TYPE_EOS};
+    let config = weights.cp_config()?;
+    if data.representation != Representation::Cp {
+        return Err(EvalError::WrongData { kind: ModelKind::Cp, needs: Representation::Cp });
+    }
+    let model = CpRnn::from_tensors(&config, &weights.tensors, Precision::F32)?;
+    let songs: Vec<&dataset::SongEntry> = data.split(split).collect();
+    if songs.is_empty() {
+        return Err(EvalError::NoSongs(split));
+    }
+    let per_song: Vec<(Option<f64>, Vec<f64>)> = songs
+        .par_iter()
+        .map(|song| {
+            let words: Vec<Word> = data.song_tokens(song).chunks(FAMILIES).map(|w| Word(std::array::from_fn(|f| w[f]))).collect();
+            let mut state = model.new_state();
+            let mut logits = vec![0f32; 3];
+            let (mut end, mut elsewhere) = (None, Vec::new());
+            for (i, word) in words.iter().enumerate().take(words.len().saturating_sub(1)) {
+                model.step(&mut state, *word);
+                if !word.is_bar() {
+                    continue;
+                }
+                model.type_logits(&state, &mut logits);
+                let top = logits.iter().fold(f32::MIN, |a, &b| a.max(b));
+                let total: f64 = logits.iter().map(|&l| ((l - top) as f64).exp()).sum();
+                let p_eos = ((logits[TYPE_EOS as usize] - top) as f64).exp() / total;
+                if words[i + 1].get(crate::tokens::cp::Family::Type) == TYPE_EOS {
+                    end = Some(p_eos);
+                } else {
+                    elsewhere.push(p_eos);
+                }
+            }
+            (end, elsewhere)
+        })
+        .collect();
+    let mut ends: Vec<f64> = per_song.iter().filter_map(|s| s.0).collect();
+    ends.sort_by(f64::total_cmp);
+    let others: Vec<f64> = per_song.iter().flat_map(|s| s.1.iter().copied()).collect();
+    let highest = per_song.iter().filter(|(end, rest)| end.is_some_and(|e| rest.iter().all(|&r| r < e))).count();
+    Ok(EndingReport {
+        songs: ends.len(),
+        at_end_mean: mean(&ends),
+        at_end_median: ends.get(ends.len() / 2).copied().unwrap_or(f64::NAN),
+        elsewhere_mean: mean(&others),
+        end_is_highest: highest as f64 / ends.len().max(1) as f64,
+    })
+}
+
 /// What the comparison run uses.
 pub struct CompareOptions {
     pub songs: usize,

@@ -558,6 +558,17 @@ fn run(cli: Cli) -> Result<()> {
             let parts: Vec<String> = names.iter().zip(&losses).map(|(n, l)| format!("{n} {l:.4}")).collect();
             let songs = data.songs.iter().filter(|s| s.split == split).count();
             println!("{:?} loss on {songs} whole {split:?} songs: {mean:.4} ({}), {:.0} s", kind, parts.join(", "), start.elapsed().as_secs_f64());
+            if kind == ModelKind::Cp {
+                let e = cp_piano::eval::song_endings(&weights, &data, split)?;
+                println!(
+                    "P(EOS) after the closing bar line, teacher-forced: mean {:.3}, median {:.3} over {} songs; after the other bar lines: mean {:.4}; the true end is the most likely end in {:.0} % of songs",
+                    e.at_end_mean,
+                    e.at_end_median,
+                    e.songs,
+                    e.elsewhere_mean,
+                    e.end_is_highest * 100.0
+                );
+            }
             Ok(())
         }
         Command::ExportWeights { from, to, f32 } => {

@@ -88,6 +88,12 @@ fn two_hundred_steps_lower_the_loss_clearly() {
     assert_eq!(trained.len(), 7);
     assert!(trained.iter().all(|l| l.is_finite() && *l >= 0.0));
     assert!(trained.iter().sum::<f64>() / 7.0 < first * 0.5, "{trained:?}");
+    // How it ends songs: one true end per song, probabilities.
+    let endings = cp_piano::eval::song_endings(&Weights::load_dir(&out.join("last")).unwrap(), &dataset, cp_piano::data::dataset::Split::Train).unwrap();
+    assert_eq!(endings.songs, dataset.split(cp_piano::data::dataset::Split::Train).count());
+    for p in [endings.at_end_mean, endings.at_end_median, endings.elsewhere_mean, endings.end_is_highest] {
+        assert!((0.0..=1.0).contains(&p), "{endings:?}");
+    }
 }
 
 #[test]
