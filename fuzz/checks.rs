@@ -18,7 +18,7 @@ pub fn midi_import(data: &[u8]) {
 pub fn saved_song(data: &[u8]) {
     use cp_piano::playback::engine::{Engine, PlaySettings, SongEvent, Transport};
     let Ok(text) = std::str::from_utf8(data) else { return };
-    let Ok(song) = cp_piano::playback::worker::StoredSong::from_saved(text) else { return };
+    let Ok(song) = cp_piano::playback::song::StoredSong::from_saved(text) else { return };
     let mut engine = Engine::new();
     engine.receive(SongEvent::Reset { state: 1 });
     for n in &song.notes {

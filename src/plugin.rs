@@ -27,7 +27,9 @@ use crate::playback::recorder::{Heard, ListenState, Recorder, Window, HEARD_CAPA
 use crate::generate::GenerationSettings;
 use crate::music::key::Key;
 use crate::generate::sampling::SamplingSettings;
-use crate::playback::worker::{self, Hooks, ModelSource, StoredSong, Worker};
+use crate::playback::shared::Shared;
+use crate::playback::song::StoredSong;
+use crate::playback::worker::{self, Hooks, ModelSource, Worker};
 
 /// Events the ring between worker and audio thread holds.
 const RING_CAPACITY: usize = 1 << 15;
@@ -218,7 +220,7 @@ impl CpPianoParams {
 pub struct CpPiano {
     params: Arc<CpPianoParams>,
     /// Status, progress and the finished song, shared with the worker and the editor.
-    shared: Arc<worker::Shared>,
+    shared: Arc<Shared>,
     engine: Engine,
     ring: Option<rtrb::Consumer<SongEvent>>,
     worker: Option<Worker>,
@@ -243,7 +245,7 @@ impl Default for CpPiano {
     fn default() -> Self {
         CpPiano {
             params: Arc::new(CpPianoParams::default()),
-            shared: Arc::new(worker::Shared::default()),
+            shared: Arc::new(Shared::default()),
             engine: Engine::new(),
             ring: None,
             worker: None,

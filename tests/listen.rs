@@ -8,7 +8,9 @@ use cp_piano::generate::prime;
 use cp_piano::generate::GenerationSettings;
 use cp_piano::playback::engine::SongEvent;
 use cp_piano::playback::recorder::{Heard, HeardNote, ListenState, Recorder, Window};
-use cp_piano::playback::worker::{clip_notes, spawn, Hooks, ModelSource, Shared, StoredSong};
+use cp_piano::playback::shared::Shared;
+use cp_piano::playback::song::StoredSong;
+use cp_piano::playback::worker::{clip_notes, spawn, Hooks, ModelSource};
 use cp_piano::tokens::cp::{Word, TYPE_EOS};
 
 /// A transport of blocks `step` beats long; note events land at beats inside the blocks.

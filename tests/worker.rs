@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use cp_piano::playback::engine::SongEvent;
 use cp_piano::generate::GenerationSettings;
 use cp_piano::midi::import::import_file;
-use cp_piano::playback::worker::{engine_note, export_midi, spawn, Command, Hooks, ModelSource, Shared, Status, StoredSong, Worker};
+use cp_piano::playback::shared::{Shared, Status};
+use cp_piano::playback::song::{export_midi, StoredSong};
+use cp_piano::playback::worker::{engine_note, spawn, Command, Hooks, ModelSource, Worker};
 
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let start = Instant::now();

@@ -5,208 +5,29 @@
 //! thread never sends commands: it bumps `Shared::regenerate_requests`, which the worker polls,
 //! and Listen mode's recorder sends the notes it heard through a ring of its own
 //! (`Hooks::heard`), which the worker drains as it polls: a complete clip is continued.
-//! Live values (status, progress) are atomics. The finished song is kept in `Shared::song` for
-//! the editor, MIDI export and the plugin state; the audio thread never touches it.
+//! Live values (status, progress) are atomics in `shared`; the finished song (`song`) is kept in
+//! `Shared::song` for the editor, MIDI export and the plugin state; the audio thread never
+//! touches it.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use atomic_float::AtomicF64;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use serde::{Deserialize, Serialize};
 
-use crate::tokens::cp::{Event, Word};
-use crate::playback::engine::{self, SongEvent};
-use crate::playback::recorder::{Heard, HeardNote};
 use crate::generate::{Finish, GenerationSettings, Generator, Inference, NoteEvent};
 use crate::model::cpu::Precision;
-
+use crate::playback::engine::{self, SongEvent};
+use crate::playback::recorder::{Heard, HeardNote};
+use crate::playback::shared::{Shared, Status};
+use crate::playback::song::{stored_song, StoredSong};
+use crate::tokens::cp::{Event, Word};
 
 /// The engine's form of a generated note (the engine knows no other module's types).
 pub fn engine_note(n: &NoteEvent) -> engine::Note {
     engine::Note { start: n.start, duration: n.duration, pitch: n.pitch, velocity: n.velocity }
-}
-
-/// What the worker is doing (stored in `Shared::status`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Status {
-    Loading = 0,
-    Generating = 1,
-    Ready = 2,
-    Error = 3,
-}
-
-impl Status {
-    pub fn from_u8(v: u8) -> Status {
-        match v {
-            1 => Status::Generating,
-            2 => Status::Ready,
-            3 => Status::Error,
-            _ => Status::Loading,
-        }
-    }
-}
-
-/// A generated song: what the plugin saves in the project and the editor shows.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StoredSong {
-    pub settings: GenerationSettings,
-    pub notes: Vec<NoteEvent>,
-    /// Song length in beats (a whole number of bars).
-    pub end: f64,
-    pub ended_with_eos: bool,
-    pub words: usize,
-    /// The song's CP words (token ids per family), so a reopened project can regenerate from a
-    /// bar. Empty in states saved before they were kept.
-    #[serde(default)]
-    pub cp_words: Vec<[u16; crate::tokens::cp::FAMILIES]>,
-}
-
-impl StoredSong {
-    /// A song from the plugin state's JSON.
-    pub fn from_saved(text: &str) -> Result<StoredSong, serde_json::Error> {
-        serde_json::from_str(text)
-    }
-
-    /// The song's chord changes (beat, chord), from its words: the chord row the editor shows.
-    pub fn chords(&self) -> Vec<(f64, crate::music::chord::Chord)> {
-        let words: Vec<Word> = self.cp_words.iter().map(|&w| Word(w)).collect();
-        crate::tokens::cp::decode(&words)
-            .grid
-            .slots
-            .iter()
-            .filter_map(|s| s.chord.map(|c| (s.position as f64 / 4.0, c)))
-            .collect()
-    }
-
-    /// The song as a plain `Song` (for MIDI export), at `bpm`.
-    pub fn to_song(&self, bpm: f32) -> crate::music::song::Song {
-        use crate::music::song::{Note, Song, TempoChange, TICKS_PER_BEAT};
-        let mut song = Song { tempos: vec![TempoChange { tick: 0, bpm }], ..Song::default() };
-        for n in &self.notes {
-            song.notes.push(Note {
-                onset: (n.start * TICKS_PER_BEAT as f64).round() as u32,
-                duration: (n.duration * TICKS_PER_BEAT as f64).round() as u32,
-                pitch: n.pitch,
-                velocity: n.velocity,
-            });
-        }
-        song.sort();
-        song
-    }
-}
-
-/// Values shared between the worker, the audio thread and the editor.
-#[derive(Default)]
-pub struct Shared {
-    pub status: AtomicU8,
-    /// Words generated of the current song.
-    pub words: AtomicU32,
-    /// Bars generated of the current song.
-    pub bars: AtomicU32,
-    /// Bumped by the audio thread when the Regenerate parameter fires.
-    pub regenerate_requests: AtomicU32,
-    /// "Regenerate from bar N" (the editor): requests so far in the high 32 bits, the bar (from
-    /// 1) in the low 32, in one atomic so the two always agree (`request_regenerate_from`).
-    pub regenerate_from: AtomicU64,
-    /// Bumped by the editor's Undo: the song before the last regeneration plays again.
-    pub undo_requests: AtomicU32,
-    /// The editor's "Takes": requests so far in the high 32 bits, the number of takes in the
-    /// low 32 (`request_takes`).
-    pub takes_requests: AtomicU64,
-    /// The editor's pick of a take: picks so far in the high 32 bits, the take (from 0) in the
-    /// low 32 (`pick_take`).
-    pub take_picks: AtomicU64,
-    /// The last takes (empty before any), and the one playing.
-    pub takes: Mutex<Vec<StoredSong>>,
-    pub picked_take: AtomicU32,
-    /// What playback is doing (`engine::PlayState as u8`), written by the audio thread.
-    pub play_state: AtomicU8,
-    /// The playhead in song beats, written by the audio thread.
-    pub playhead: AtomicF64,
-    /// The host tempo (BPM), written by the audio thread (for MIDI export and Listen mode).
-    pub tempo: AtomicF64,
-    /// What Listen mode is doing (`recorder::ListenState as u8`), written by the audio thread.
-    pub listen_state: AtomicU8,
-    /// The last error, for the editor (never locked by the audio thread).
-    pub error: Mutex<String>,
-    /// The current song: complete, or the bars written so far while generating (never locked
-    /// by the audio thread).
-    pub song: Mutex<Option<StoredSong>>,
-}
-
-impl Shared {
-    pub fn status(&self) -> Status {
-        Status::from_u8(self.status.load(Ordering::Relaxed))
-    }
-
-    pub fn playhead(&self) -> f64 {
-        self.playhead.load(Ordering::Relaxed)
-    }
-
-    /// The status line the editor shows: loading / generating with progress / ready / playing /
-    /// waiting / finished / error with its message.
-    pub fn status_text(&self) -> String {
-        use crate::playback::engine::PlayState;
-        let words = self.words.load(Ordering::Relaxed);
-        let bars = self.bars.load(Ordering::Relaxed);
-        match self.status() {
-            Status::Loading => "Loading the model...".into(),
-            Status::Generating => format!("Generating: {words} words, {bars} bars"),
-            Status::Error => format!("Error: {}", self.error.lock().map(|e| e.clone()).unwrap_or_default()),
-            Status::Ready => match self.play_state.load(Ordering::Relaxed) {
-                s if s == PlayState::Playing as u8 => format!("Playing: bar {}", (self.playhead() / 4.0).floor() as i64 + 1),
-                s if s == PlayState::Waiting as u8 => "Waiting for the worker to reach the playhead".into(),
-                s if s == PlayState::Finished as u8 => "Finished".into(),
-                _ => format!("Ready: {bars} bars, {words} words"),
-            },
-        }
-    }
-
-    /// What Listen mode is doing, for the editor: `start_bar` and `bars` are the window.
-    pub fn listen_text(&self, start_bar: i32, bars: i32) -> String {
-        use crate::playback::recorder::ListenState;
-        match ListenState::from_u8(self.listen_state.load(Ordering::Relaxed)) {
-            ListenState::Off => "Listen is off".into(),
-            ListenState::Armed => format!("waiting for bar {start_bar} (play bars {start_bar}-{})", start_bar + bars - 1),
-            ListenState::Recording => format!("recording bars {start_bar}-{}", start_bar + bars - 1),
-            ListenState::Captured => format!("continuing your {bars} bars from bar {} (switch Listen off and on to record again)", start_bar + bars),
-        }
-    }
-
-    /// Asks the worker to keep bars 1..`bar` - 1 of the current song and write the rest anew.
-    pub fn request_regenerate_from(&self, bar: u32) {
-        bump(&self.regenerate_from, bar);
-    }
-
-    /// Asks the worker for `count` takes of the current settings.
-    pub fn request_takes(&self, count: u32) {
-        bump(&self.takes_requests, count);
-    }
-
-    /// Asks the worker to play take `index` (from 0) and keep it.
-    pub fn pick_take(&self, index: u32) {
-        bump(&self.take_picks, index);
-    }
-
-    /// The host tempo last seen (120 before any).
-    pub fn tempo(&self) -> f64 {
-        match self.tempo.load(Ordering::Relaxed) {
-            t if t > 0.0 && t.is_finite() => t,
-            _ => 120.0,
-        }
-    }
-}
-
-/// Counts one more request in the high 32 bits of `request` and stores `value` in the low 32, in
-/// one atomic so the two always agree.
-fn bump(request: &AtomicU64, value: u32) {
-    let count = (request.load(Ordering::Relaxed) >> 32) + 1;
-    request.store(count << 32 | value as u64, Ordering::Relaxed);
 }
 
 /// Requests to the worker.
@@ -500,28 +321,6 @@ impl Io {
     }
 }
 
-/// A finished song as the worker keeps it: its notes are the words' notes as the decoder reads
-/// them (as `Io::stream` sends them for a song without a prime).
-fn stored_song<M: crate::generate::WordModel>(generator: &Generator<'_, M>) -> StoredSong {
-    let mut decoder = crate::tokens::cp::Decoder::new();
-    let notes = generator
-        .words()
-        .iter()
-        .filter_map(|&w| match decoder.push(w) {
-            Event::Note(n) => Some(NoteEvent::from_placed(&n)),
-            _ => None,
-        })
-        .collect();
-    StoredSong {
-        settings: generator.settings().clone(),
-        notes,
-        end: generator.grid().bars as f64 * 4.0,
-        ended_with_eos: generator.finish() == Some(Finish::Eos),
-        words: generator.words().len(),
-        cp_words: generator.words().iter().map(|w| w.0).collect(),
-    }
-}
-
 impl Io {
     /// `count` takes of `settings`, generated together on the CPU (one after another on a GPU);
     /// `None` when a new command cut them short or the model failed (the status says why).
@@ -729,17 +528,3 @@ pub fn clip_notes(clip: &[HeardNote]) -> Vec<crate::music::song::Note> {
     clip.iter().map(|n| crate::music::song::Note { onset: ticks(n.start), duration: ticks(n.duration).max(1), pitch: n.pitch, velocity: n.velocity }).collect()
 }
 
-/// The folder "Export MIDI" writes to: `$HOME/Music/CP Piano` (the current folder without a
-/// home).
-pub fn default_export_dir() -> PathBuf {
-    std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from).join("Music").join("CP Piano")
-}
-
-/// Writes a song to `dir/cp-piano-seed<SEED>-<UNIX SECONDS>.mid` at `bpm`; returns the path.
-pub fn export_midi(song: &StoredSong, bpm: f64, dir: &std::path::Path) -> Result<PathBuf, crate::data::dataset::DatasetError> {
-    let seconds = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let path = dir.join(format!("cp-piano-seed{}-{seconds}.mid", song.settings.seed));
-    let bytes = crate::midi::export::export_bytes(&song.to_song(bpm as f32), 0);
-    crate::data::dataset::write_atomically(&path, &bytes)?;
-    Ok(path)
-}

@@ -14,7 +14,8 @@ use nice_plug_egui::{create_egui_editor, widgets, EguiEditor, EguiEditorState, E
 
 use crate::plugin::CpPianoParams;
 use crate::playback::engine::PlayState;
-use crate::playback::worker::{default_export_dir, export_midi, Shared, Status};
+use crate::playback::shared::{Shared, Status};
+use crate::playback::song::{default_export_dir, export_midi};
 
 /// The window's state: parameters, the worker's shared values, the last export's outcome.
 pub struct CpPianoEditor {
