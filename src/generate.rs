@@ -48,10 +48,22 @@ pub struct GenerationSettings {
     /// The progression repeats until the song ends; otherwise the song ends when it does.
     #[serde(default)]
     pub chords_loop: bool,
+    /// While following a progression, the bonus (nats) on the pitch logits of the current
+    /// chord's tones (0: the chord words alone steer, and the model mostly follows its own
+    /// notes before them).
+    #[serde(default = "default_chord_tones")]
+    pub chord_tones: f32,
     /// More (up to +1) or fewer (down to -1) notes per bar: a bias on the type family's Note
     /// logit against Metrical (`density_bias`; EOS is drawn before it, unbiased).
     #[serde(default)]
     pub density: f32,
+}
+
+/// The default `chord_tones` bonus.
+pub const CHORD_TONES: f32 = 3.0;
+
+fn default_chord_tones() -> f32 {
+    CHORD_TONES
 }
 
 /// The Note-logit bias of a density: 0.9 nats per unit below 0, 0.45 above (the model's own
@@ -76,6 +88,7 @@ impl Default for GenerationSettings {
             key: None,
             chords: None,
             chords_loop: false,
+            chord_tones: CHORD_TONES,
             density: 0.0,
         }
     }
@@ -574,6 +587,16 @@ impl<'m, M: WordModel> Generator<'m, M> {
                 };
             }
         } else if ty == TYPE_NOTE {
+            if let (Some(progression), Some(position)) = (&self.settings.chords, self.position) {
+                let tones = progression.chord_at(position).pitch_class_mask();
+                let logits = &mut self.logits[Family::Pitch.index()];
+                for (id, logit) in logits.iter_mut().enumerate().skip(1) {
+                    let pitch = crate::music::grid::PITCH_MIN as usize + id - 1;
+                    if tones & (1 << (pitch % 12)) != 0 {
+                        *logit += self.settings.chord_tones;
+                    }
+                }
+            }
             for f in [Family::Pitch, Family::Duration, Family::Velocity] {
                 word.0[f.index()] = self.sample_family(f, true);
             }

@@ -185,6 +185,10 @@ enum Command {
         /// Repeat the chord progression until the song ends.
         #[arg(long, requires = "chords")]
         chords_loop: bool,
+        /// With --chords: the bonus (nats) on the pitch logits of the current chord's tones (0:
+        /// the chord words alone steer).
+        #[arg(long, requires = "chords", default_value_t = cp_piano::generate::CHORD_TONES)]
+        chord_tones: f32,
         /// Write the two hands as two tracks: notes from middle C up on channel 1, below on 2.
         #[arg(long)]
         hands: bool,
@@ -509,7 +513,7 @@ fn density(text: &str) -> std::result::Result<f32, String> {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Generate { out, model, seed, weights, max_words, max_bars, min_bars, temperature, top_p, prime, prime_bars, key, chords, chords_loop, hands, density, variations, precision, device } => {
+        Command::Generate { out, model, seed, weights, max_words, max_bars, min_bars, temperature, top_p, prime, prime_bars, key, chords, chords_loop, chord_tones, hands, density, variations, precision, device } => {
             if model == ModelKind::RemiXl && (chords.is_some() || prime_bars.is_some() || density != 0.0 || variations.is_some()) {
                 anyhow::bail!("--chords, --prime-bars, --density and --variations steer the CP model; the REMI-XL baseline takes none of them");
             }
@@ -537,6 +541,7 @@ fn run(cli: Cli) -> Result<()> {
                 key,
                 chords,
                 chords_loop,
+                chord_tones,
                 density,
             };
             generate(out, settings, weights, prime, prime_bars, hands, variations, precision, device)

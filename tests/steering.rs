@@ -111,7 +111,7 @@ fn the_shipped_model_plays_the_chords_it_is_given() {
         shares.iter().sum::<f64>() / shares.len() as f64
     };
     let (generated, free) = (agreement(Some(progression.clone())), agreement(None));
-    println!("chord agreement with C G Am F, shipped model, 20 seeds x 32 bars: {:.1} % following it, {:.1} % left free", generated * 100.0, free * 100.0);
+    println!("chord agreement with C G Am F, shipped model, 20 seeds x 32 bars: {:.1} % following it (chord tones +{} nats), {:.1} % left free", generated * 100.0, cp_piano::generate::CHORD_TONES, free * 100.0);
     if let Some(root) = common::pop909_root() {
         let mut ceiling = Vec::new();
         for id in 1..=20 {
@@ -122,7 +122,7 @@ fn the_shipped_model_plays_the_chords_it_is_given() {
         }
         println!("chord agreement, POP909 songs 001-020 against their annotations: {:.1} %", ceiling.iter().sum::<f64>() / ceiling.len().max(1) as f64 * 100.0);
     }
-    assert!(generated > free, "following the chords moves the harmony towards them ({:.1} % vs {:.1} % free)", generated * 100.0, free * 100.0);
+    assert!(generated > 0.2 && generated > 5.0 * free, "following the chords moves the harmony towards them ({:.1} % vs {:.1} % free)", generated * 100.0, free * 100.0);
 }
 
 #[test]
