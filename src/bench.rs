@@ -103,7 +103,7 @@ pub fn training_words_per_second(config: &Config, batch: usize, window: usize, s
     let ids: Vec<u32> = (0..batch * t * 7).map(|i| (rng.next_u64() % config.vocab_sizes[i % 7] as u64) as u32).collect();
     let positions: Vec<u32> = (0..batch * t).map(|i| (i % t) as u32).collect();
     let inputs = Tensor::from_vec(ids, (batch, t, 7), &device)?;
-    let b = crate::model::cp_transformer::Batch {
+    let b = crate::data::batches::Batch {
         inputs: inputs.clone(),
         targets: inputs,
         mask: Tensor::ones((batch, t), candle_core::DType::F32, &device)?,

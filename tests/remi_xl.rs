@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use candle_core::{Device, Tensor, D};
 use cp_piano::model::cpu::Precision;
-use cp_piano::model::cp_transformer::Batch;
+use cp_piano::data::batches::Batch;
 use cp_piano::model::layers::Dropout;
 use cp_piano::model::init::Rng;
 use cp_piano::model::remi_xl::{RemiXl, XlConfig};

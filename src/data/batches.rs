@@ -7,9 +7,21 @@ use candle_core::{DType, Device, Result, Tensor};
 
 use crate::tokens::cp::Word;
 use crate::data::dataset::{Dataset, Representation, Split};
-use crate::model::cp_transformer::{Batch, CHUNK};
+use crate::model::cp_transformer::CHUNK;
 use crate::model::cpu::positional_encoding;
 use crate::model::init::Rng;
+
+/// A batch for teacher forcing: words, next words, which steps count, and true positions.
+pub struct Batch {
+    /// (batch, time, 7) u32 input words.
+    pub inputs: Tensor,
+    /// (batch, time, 7) u32 target words (the next word of each input).
+    pub targets: Tensor,
+    /// (batch, time) f32: 1 for real steps, 0 for padding.
+    pub mask: Tensor,
+    /// (batch, time, d_model) positional encodings of the inputs' positions in their songs.
+    pub positions: Tensor,
+}
 
 /// A training example: `len` input words from `start` of one song, and the `len` next words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,6 +18,7 @@ use crate::tokens::cp::{Family, Word, FAMILIES};
 use crate::model::config::Config;
 use crate::model::cpu;
 use crate::model::fused;
+use crate::data::batches::Batch;
 use crate::model::layers::{Dropout, Linear, Norm};
 
 /// Words per attention chunk in the training form.
@@ -86,18 +87,6 @@ pub struct CpTransformer {
     pub type_concat: Linear,
     /// Heads for `AFTER_TYPE`, in that order.
     pub heads: Vec<Linear>,
-}
-
-/// A batch for teacher forcing: words, next words, which steps count, and true positions.
-pub struct Batch {
-    /// (batch, time, 7) u32 input words.
-    pub inputs: Tensor,
-    /// (batch, time, 7) u32 target words (the next word of each input).
-    pub targets: Tensor,
-    /// (batch, time) f32: 1 for real steps, 0 for padding.
-    pub mask: Tensor,
-    /// (batch, time, d_model) positional encodings of the inputs' positions in their songs.
-    pub positions: Tensor,
 }
 
 impl CpTransformer {

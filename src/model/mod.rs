@@ -22,7 +22,8 @@ use serde::{Deserialize, Serialize};
 use crate::tokens::cp::FAMILY_NAMES;
 use crate::data::dataset::Representation;
 use config::Config;
-use cp_transformer::{Batch, CpTransformer};
+use crate::data::batches::Batch;
+use cp_transformer::CpTransformer;
 use layers::Dropout;
 use remi_xl::{RemiXl, XlConfig};
 

@@ -16,7 +16,7 @@ use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{Embedding, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use crate::model::cp_transformer::Batch;
+use crate::data::batches::Batch;
 use crate::model::layers::{Dropout, Linear, Norm};
 use crate::model::config::ConfigError;
 use crate::model::cpu::relative_encoding;
