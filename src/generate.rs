@@ -16,83 +16,18 @@ pub mod prime;
 pub mod remi;
 pub mod sampling;
 pub mod takes;
+mod settings;
+
+pub use settings::{density_bias, GenerationSettings, CHORD_TONES};
 
 use crate::music::song::POSITIONS_PER_BAR;
 use crate::tokens::cp::{self, Event, Family, Word, BAR, CONTI, FAMILIES, IGNORE, TYPE_EOS, TYPE_METRICAL, TYPE_NOTE};
 use crate::music::grid::{Grid, PITCH_MIN};
-use crate::music::key::Key;
 use crate::model::cp_rnn::{CpRnn, RnnState};
 use crate::model::cpu::Precision;
 use crate::model::cp_transformer::{CpTransformer, DeviceState};
 use crate::model::init::Rng;
-use crate::generate::chords::Progression;
-use crate::generate::sampling::{sample, SamplingSettings, Scratch};
-
-/// What to generate.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct GenerationSettings {
-    pub seed: u64,
-    pub sampling: SamplingSettings,
-    /// Stop after this many words (the song so far is kept).
-    pub max_words: usize,
-    /// Stop when this many bars are complete.
-    pub max_bars: Option<u32>,
-    /// EOS is not sampled before this many bars are complete (default 32: left alone, the
-    /// shipped model ends some songs after a few bars; POP909's songs have median 79 bars).
-    pub min_bars: u32,
-    pub key: Option<Key>,
-    /// A chord progression to follow: a Metrical word with its chord is forced at every change
-    /// point, and the chord stays CONTI elsewhere (the model samples everything else).
-    #[serde(default)]
-    pub chords: Option<Progression>,
-    /// The progression repeats until the song ends; otherwise the song ends when it does.
-    #[serde(default)]
-    pub chords_loop: bool,
-    /// While following a progression, the bonus (nats) on the pitch logits of the current
-    /// chord's tones (0: the chord words alone steer, and the model mostly follows its own
-    /// notes before them).
-    #[serde(default = "default_chord_tones")]
-    pub chord_tones: f32,
-    /// More (up to +1) or fewer (down to -1) notes per bar: a bias on the type family's Note
-    /// logit against Metrical (`density_bias`; EOS is drawn before it, unbiased).
-    #[serde(default)]
-    pub density: f32,
-}
-
-/// The default `chord_tones` bonus.
-pub const CHORD_TONES: f32 = 3.0;
-
-fn default_chord_tones() -> f32 {
-    CHORD_TONES
-}
-
-/// The Note-logit bias of a density: 0.9 nats per unit below 0, 0.45 above (the model's own
-/// odds of another note are already high, and more would run a song past its word cap).
-pub fn density_bias(density: f32) -> f32 {
-    let d = density.clamp(-1.0, 1.0);
-    if d < 0.0 {
-        0.9 * d
-    } else {
-        0.45 * d
-    }
-}
-
-impl Default for GenerationSettings {
-    fn default() -> Self {
-        GenerationSettings {
-            seed: 0,
-            sampling: SamplingSettings::default(),
-            max_words: 8192,
-            max_bars: None,
-            min_bars: 32,
-            key: None,
-            chords: None,
-            chords_loop: false,
-            chord_tones: CHORD_TONES,
-            density: 0.0,
-        }
-    }
-}
+use crate::generate::sampling::{sample, Scratch};
 
 /// Why generation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
