@@ -124,19 +124,26 @@ fn settled(conn: &RustConnection, window: u32, w: usize, h: usize, ms: u64) -> S
     panic!("the editor never settled");
 }
 
-/// A left click at window pixel (x, y) (the window sits at the screen's origin).
+/// A left click at window pixel (x, y) (the window sits at the screen's origin), as XTEST's
+/// fake input: move the pointer there, press and release button 1.
 fn click(conn: &RustConnection, root: u32, x: usize, y: usize) {
-    const MOTION: u8 = 6;
-    const PRESS: u8 = 4;
-    const RELEASE: u8 = 5;
-    conn.xtest_fake_input(MOTION, 0, 0, root, x as i16, y as i16, 0).unwrap();
+    // XTEST event types (the core protocol's event codes), and its arguments that mean "now"
+    // and "the core pointer"; button events take the pointer's position, so theirs is unused.
+    const MOTION_NOTIFY: u8 = 6;
+    const BUTTON_PRESS: u8 = 4;
+    const BUTTON_RELEASE: u8 = 5;
+    const LEFT_BUTTON: u8 = 1;
+    const CURRENT_TIME: u32 = 0;
+    const CORE_POINTER: u8 = 0;
+    let pause = || std::thread::sleep(std::time::Duration::from_millis(100));
+    conn.xtest_fake_input(MOTION_NOTIFY, 0, CURRENT_TIME, root, x as i16, y as i16, CORE_POINTER).unwrap();
     conn.flush().unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(100));
-    conn.xtest_fake_input(PRESS, 1, 0, root, 0, 0, 0).unwrap();
-    conn.flush().unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(100));
-    conn.xtest_fake_input(RELEASE, 1, 0, root, 0, 0, 0).unwrap();
-    conn.flush().unwrap();
+    pause();
+    for event in [BUTTON_PRESS, BUTTON_RELEASE] {
+        conn.xtest_fake_input(event, LEFT_BUTTON, CURRENT_TIME, root, 0, 0, CORE_POINTER).unwrap();
+        conn.flush().unwrap();
+        pause();
+    }
 }
 
 /// The top row of the first row of buttons under the piano roll: the first row below the roll
