@@ -226,6 +226,10 @@ pub fn print(words: usize, weights: Option<&std::path::Path>, no_training: bool,
         let paper = random_rnn(&Config::paper(), 1, precision)?;
         let ms = generation_ms_per_word(&paper, words, 0);
         println!("  paper (random)   {precision:?}: {ms:.3} ms/word, {:.2} s per song, {:.1} MB of weights read per word", ms * words as f64 / 1000.0, paper.weight_bytes() as f64 / 1e6);
+        if precision == Precision::Int8 {
+            let per_take = takes_ms_per_word(&paper, 4, words, 0)?;
+            println!("    4 takes together: {per_take:.3} ms per word of each take = {:.2}x one song", per_take / ms);
+        }
     }
     for precision in [Precision::F32, Precision::Int8] {
         let ms = crate::bench::remi_xl_ms_per_token(&crate::model::remi_xl::XlConfig::small(), precision, 1000)?;

@@ -15,7 +15,10 @@ use candle_core::Tensor;
 use crate::tokens::cp::{Family, Word, FAMILIES};
 use crate::model::config::Config;
 use crate::model::cp_transformer::{ATTENTION_EPS, AFTER_TYPE};
-use crate::model::cpu::{add_positional_encoding, gelu, layer_norm, phi, sinusoid_rates, tensor_f32, expect_shape, Linear, LoadError, Norm, Precision, MAX_ROWS};
+use crate::model::fused::activation::gelu_slice as gelu;
+use crate::model::fused::attention::phi;
+use crate::model::fused::simd::{isa, Isa};
+use crate::model::cpu::{add_positional_encoding, layer_norm, sinusoid_rates, tensor_f32, expect_shape, Linear, LoadError, Norm, Precision, MAX_ROWS};
 
 struct Layer {
     query: Linear,
@@ -69,9 +72,12 @@ pub struct Rows {
     q: Vec<f32>,
     k: Vec<f32>,
     v: Vec<f32>,
+    q_phi: Vec<f32>,
+    k_phi: Vec<f32>,
     att: Vec<f32>,
     tmp: Vec<f32>,
     ffn: Vec<f32>,
+    ffn_gelu: Vec<f32>,
     concat: Vec<f32>,
     conditioned: Vec<f32>,
     logits: Vec<f32>,
@@ -90,9 +96,12 @@ impl Rows {
             q: vec![0.0; n * d],
             k: vec![0.0; n * d],
             v: vec![0.0; n * d],
+            q_phi: vec![0.0; n * d],
+            k_phi: vec![0.0; n * d],
             att: vec![0.0; n * d],
             tmp: vec![0.0; n * d],
             ffn: vec![0.0; n * config.d_ff],
+            ffn_gelu: vec![0.0; n * config.d_ff],
             concat: vec![0.0; n * (d + config.emb_sizes[Family::Type.index()])],
             conditioned: vec![0.0; n * d],
             logits: vec![0.0; n * widest_head],
@@ -101,27 +110,50 @@ impl Rows {
 }
 
 /// Linear attention of one word for one layer and head: adds phi(k) v^T to S and phi(k) to z,
-/// then out = phi(q)^T S / (phi(q)^T z + eps). q and k are overwritten with phi of themselves.
-fn attend(s: &mut [f32], z: &mut [f32], q: &mut [f32], k: &mut [f32], v: &[f32], out: &mut [f32]) {
-    let dh = q.len();
-    q.iter_mut().for_each(|x| *x = phi(*x));
-    k.iter_mut().for_each(|x| *x = phi(*x));
-    for i in 0..dh {
-        z[i] += k[i];
-        let row = &mut s[i * dh..(i + 1) * dh];
-        for (r, vj) in row.iter_mut().zip(v) {
-            *r += k[i] * vj;
+/// then out = phi(q)^T S / (phi(q)^T z + eps), given `q` = phi(q) and `k` = phi(k). Built for
+/// the best instruction set this CPU has; every build computes the same numbers (the loops
+/// vectorise without reordering a sum).
+fn attend(s: &mut [f32], z: &mut [f32], q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
+    #[inline(always)]
+    fn body(s: &mut [f32], z: &mut [f32], q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
+        let dh = q.len();
+        assert!(s.len() == dh * dh && z.len() == dh && k.len() == dh && v.len() == dh && out.len() == dh);
+        z.iter_mut().zip(k).for_each(|(z, k)| *z += k);
+        // phi(q)^T z in 16 partial sums, then those in order.
+        let mut lanes = [0f32; 16];
+        for (i, (a, b)) in q.iter().zip(z.iter()).enumerate() {
+            lanes[i % 16] += a * b;
         }
-    }
-    let den = q.iter().zip(z.iter()).map(|(a, b)| a * b).sum::<f32>() + ATTENTION_EPS as f32;
-    out.iter_mut().for_each(|o| *o = 0.0);
-    for i in 0..dh {
-        let row = &s[i * dh..(i + 1) * dh];
-        for (o, r) in out.iter_mut().zip(row) {
-            *o += q[i] * r;
+        let den = lanes.iter().sum::<f32>() + ATTENTION_EPS as f32;
+        // One pass over S: each row takes its k v^T term, then adds into phi(q)^T S.
+        out.iter_mut().for_each(|o| *o = 0.0);
+        for i in 0..dh {
+            let (ki, qi) = (k[i], q[i]);
+            for ((r, o), vj) in s[i * dh..(i + 1) * dh].iter_mut().zip(out.iter_mut()).zip(v) {
+                *r += ki * vj;
+                *o += qi * *r;
+            }
         }
+        out.iter_mut().for_each(|o| *o /= den);
     }
-    out.iter_mut().for_each(|o| *o /= den);
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+    unsafe fn avx512(s: &mut [f32], z: &mut [f32], q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
+        body(s, z, q, k, v, out)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2(s: &mut [f32], z: &mut [f32], q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
+        body(s, z, q, k, v, out)
+    }
+    match isa() {
+        // SAFETY: the CPU has the features these builds were compiled for (`isa`).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { avx512(s, z, q, k, v, out) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2(s, z, q, k, v, out) },
+        _ => body(s, z, q, k, v, out),
+    }
 }
 
 /// x = LayerNorm(x + t), row by row.
@@ -238,6 +270,8 @@ impl CpRnn {
             layer.query.forward_many(x, &mut rows.q[..n * d], n);
             layer.key.forward_many(x, &mut rows.k[..n * d], n);
             layer.value.forward_many(x, &mut rows.v[..n * d], n);
+            phi(&rows.q[..n * d], &mut rows.q_phi[..n * d]);
+            phi(&rows.k[..n * d], &mut rows.k_phi[..n * d]);
             for (j, state) in states.iter_mut().enumerate() {
                 let (s, z) = (&mut state.s[l], &mut state.z[l]);
                 for head in 0..h {
@@ -245,8 +279,8 @@ impl CpRnn {
                     attend(
                         &mut s[head * dh * dh..(head + 1) * dh * dh],
                         &mut z[head * dh..(head + 1) * dh],
-                        &mut rows.q[at..at + dh],
-                        &mut rows.k[at..at + dh],
+                        &rows.q_phi[at..at + dh],
+                        &rows.k_phi[at..at + dh],
                         &rows.v[at..at + dh],
                         &mut rows.att[at..at + dh],
                     );
@@ -254,10 +288,9 @@ impl CpRnn {
             }
             layer.out.forward_many(&rows.att[..n * d], &mut rows.tmp[..n * d], n);
             add_and_norm(x, &rows.tmp[..n * d], &layer.norm1, d);
-            let ffn = &mut rows.ffn[..n * c.d_ff];
-            layer.ffn_in.forward_many(x, ffn, n);
-            ffn.iter_mut().for_each(|v| *v = gelu(*v));
-            layer.ffn_out.forward_many(ffn, &mut rows.tmp[..n * d], n);
+            layer.ffn_in.forward_many(x, &mut rows.ffn[..n * c.d_ff], n);
+            gelu(&rows.ffn[..n * c.d_ff], &mut rows.ffn_gelu[..n * c.d_ff]);
+            layer.ffn_out.forward_many(&rows.ffn_gelu[..n * c.d_ff], &mut rows.tmp[..n * d], n);
             add_and_norm(x, &rows.tmp[..n * d], &layer.norm2, d);
         }
         for (state, x) in states.iter_mut().zip(rows.x.chunks(d)) {

@@ -6,7 +6,7 @@
 //! mathematics as the composite candle forms in `reference`, which the wrappers use on other
 //! devices and the tests compare against. Tensors in, tensors out: no model, no files.
 
-mod activation;
+pub mod activation;
 pub mod attention;
 pub mod dropout;
 pub mod linear;
