@@ -118,13 +118,14 @@ impl Int8Matrix {
         })
     }
 
-    /// The product with inputs already quantised (`q.bytes`: n rows of blocks x 32, as
-    /// `kernel` reads them; `q.scales`: n rows of block scales).
+    /// The product with `n` inputs already quantised, by `kernel` (one this CPU can run).
     fn multiply_quantised(&self, kernel: Kernel, q: Quantised<'_>, n: usize, bias: &[f32], outs: &mut [f32]) {
-        assert!(q.bytes.len() == n * self.blocks * BLOCK && q.scales.len() == n * self.blocks);
+        let blocks = n * self.blocks;
+        assert!(q.bytes.len() == blocks * BLOCK && q.scales.len() == blocks && q.sums.len() == blocks && outs.len() == n * self.rows && bias.len() == self.rows);
         match kernel {
-            // SAFETY: `Kernel::best` chose these only where the CPU has their features, and
-            // the assertions above and in `multiply` are the bounds the kernels index within.
+            // SAFETY: the callers pass only a kernel whose features the CPU has (`Kernel::best`,
+            // or the tests' own detection), and the assertion above gives every bound the
+            // kernels index within (panels, blocks and rows of `self`, n inputs).
             #[cfg(target_arch = "x86_64")]
             Kernel::Vnni => unsafe { dispatch_n!(n, vnni, self, q, bias, outs) },
             #[cfg(target_arch = "x86_64")]
