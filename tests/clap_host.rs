@@ -407,10 +407,13 @@ fn a_loop_the_host_does_not_split_plays_the_same_at_any_block_size() {
     let pass = ((b - a) / bps).round() as u64;
     // The first wrap: the end of the first pass, which starts at beat 0.
     let first = (b / bps).round() as u64;
+    // Both block sizes stop at the same sample (a multiple of 64 and 4,000), so the notes still
+    // sounding then end at the same sample too.
+    let end = (first + 2 * pass + 4000).div_ceil(8000) * 8000;
     let run = |processor: &mut _, events: &mut EventBuffer, frames: u32| {
         let mut out = Vec::new();
         let (mut at, mut beats) = (0u64, 0.0f64);
-        while at < first + 2 * pass + 4000 {
+        while at < end {
             loop_block(processor, events, at, beats, frames, (a, b), &mut out);
             at += frames as u64;
             // The host wraps its own position as often as the block holds loop ends.
