@@ -208,7 +208,7 @@ impl QuantiseBuffer {
 /// numbers either way).
 fn quantise_rows(xs: &[f32], cols: usize, blocks: usize, bytes: &mut [i8], scales: &mut [f32], sums: &mut [i32]) {
     let rows = xs.len() / cols;
-    assert!(xs.len() % cols == 0 && bytes.len() == rows * blocks * BLOCK && scales.len() == rows * blocks && sums.len() == rows * blocks && blocks * BLOCK >= cols);
+    assert!(xs.len().is_multiple_of(cols) && bytes.len() == rows * blocks * BLOCK && scales.len() == rows * blocks && sums.len() == rows * blocks && blocks * BLOCK >= cols);
     match crate::model::fused::simd::isa() {
         // SAFETY: the CPU has AVX-512F (`isa`); the assertion above bounds every store, and the
         // masked loads read only the `cols` values of each row.
