@@ -135,12 +135,15 @@ fn click(conn: &RustConnection, root: u32, x: usize, y: usize) {
     const LEFT_BUTTON: u8 = 1;
     const CURRENT_TIME: u32 = 0;
     const CORE_POINTER: u8 = 0;
+    // A motion's detail: 0 moves to absolute coordinates (1 would move relative to the pointer).
+    const ABSOLUTE: u8 = 0;
+    const UNUSED_POSITION: i16 = 0;
     let pause = || std::thread::sleep(std::time::Duration::from_millis(100));
-    conn.xtest_fake_input(MOTION_NOTIFY, 0, CURRENT_TIME, root, x as i16, y as i16, CORE_POINTER).unwrap();
+    conn.xtest_fake_input(MOTION_NOTIFY, ABSOLUTE, CURRENT_TIME, root, x as i16, y as i16, CORE_POINTER).unwrap();
     conn.flush().unwrap();
     pause();
     for event in [BUTTON_PRESS, BUTTON_RELEASE] {
-        conn.xtest_fake_input(event, LEFT_BUTTON, CURRENT_TIME, root, 0, 0, CORE_POINTER).unwrap();
+        conn.xtest_fake_input(event, LEFT_BUTTON, CURRENT_TIME, root, UNUSED_POSITION, UNUSED_POSITION, CORE_POINTER).unwrap();
         conn.flush().unwrap();
         pause();
     }

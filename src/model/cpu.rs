@@ -8,7 +8,6 @@ use std::collections::HashMap;
 
 use candle_core::Tensor;
 
-
 /// LayerNorm epsilon (both models).
 pub const LN_EPS: f32 = 1e-5;
 

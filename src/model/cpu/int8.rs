@@ -17,6 +17,8 @@
 
 use std::cell::RefCell;
 
+use crate::model::fused::simd::{isa, Isa};
+
 /// Weights per block (one scale each), as ggml's Q8_0.
 pub const BLOCK: usize = 32;
 /// Rows per panel (one AVX-512 register of i32 sums).
@@ -148,18 +150,15 @@ enum Kernel {
 }
 
 impl Kernel {
-    /// The fastest build this CPU can run (std caches the detection).
+    /// The fastest build this CPU can run: `simd::isa`'s choice, with VNNI where AVX-512 has it
+    /// (std caches the detection).
     fn best() -> Kernel {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni") {
-                return Kernel::Vnni;
-            }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                return Kernel::Avx2;
-            }
+        match isa() {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 if is_x86_feature_detected!("avx512vnni") => Kernel::Vnni,
+            Isa::Avx512 | Isa::Avx2 => Kernel::Avx2,
+            Isa::Baseline => Kernel::Portable,
         }
-        Kernel::Portable
     }
 }
 
@@ -209,11 +208,11 @@ impl QuantiseBuffer {
 fn quantise_rows(xs: &[f32], cols: usize, blocks: usize, bytes: &mut [i8], scales: &mut [f32], sums: &mut [i32]) {
     let rows = xs.len() / cols;
     assert!(xs.len().is_multiple_of(cols) && bytes.len() == rows * blocks * BLOCK && scales.len() == rows * blocks && sums.len() == rows * blocks && blocks * BLOCK >= cols);
-    match crate::model::fused::simd::isa() {
+    match isa() {
         // SAFETY: the CPU has AVX-512F (`isa`); the assertion above bounds every store, and the
         // masked loads read only the `cols` values of each row.
         #[cfg(target_arch = "x86_64")]
-        crate::model::fused::simd::Isa::Avx512 => unsafe { quantise_rows_avx512(xs, cols, blocks, bytes, scales, sums) },
+        Isa::Avx512 => unsafe { quantise_rows_avx512(xs, cols, blocks, bytes, scales, sums) },
         _ => quantise_rows_portable(xs, cols, blocks, bytes, scales, sums),
     }
 }
@@ -402,18 +401,13 @@ mod tests {
             .collect()
     }
 
+    /// Every build this CPU can run.
     fn kernels() -> Vec<Kernel> {
-        let mut found = vec![Kernel::Portable];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                found.push(Kernel::Avx2);
-            }
-            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni") {
-                found.push(Kernel::Vnni);
-            }
+        match Kernel::best() {
+            Kernel::Vnni => vec![Kernel::Portable, Kernel::Avx2, Kernel::Vnni],
+            Kernel::Avx2 => vec![Kernel::Portable, Kernel::Avx2],
+            Kernel::Portable => vec![Kernel::Portable],
         }
-        found
     }
 
     fn product(m: &Int8Matrix, kernel: Kernel, xs: &[f32], n: usize, bias: &[f32]) -> Vec<f32> {
@@ -467,7 +461,7 @@ mod tests {
 
     #[test]
     fn the_vectorised_quantiser_gives_the_portable_bytes() {
-        if crate::model::fused::simd::isa() != crate::model::fused::simd::Isa::Avx512 {
+        if isa() != Isa::Avx512 {
             return;
         }
         for cols in [5usize, 32, 33, 100, 672] {
