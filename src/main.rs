@@ -104,9 +104,10 @@ enum Command {
         /// cp (the product) or remi-xl (the baseline).
         #[arg(long, value_enum, default_value = "cp")]
         model: ModelKind,
-        /// paper, small or tiny.
-        #[arg(long, default_value = "small")]
-        preset: String,
+        /// paper, small, small-hybrid or tiny (default small). With --init: the weights' own
+        /// config, unless a preset is named; its tensors must then match the weights'.
+        #[arg(long)]
+        preset: Option<String>,
         /// Run folder (checkpoint, exported weights, log, loss curve).
         #[arg(long)]
         out: PathBuf,

@@ -45,7 +45,7 @@ pub enum TrainError {
     WrongInit { dir: PathBuf, found: ModelKind },
     #[error("{}: weights do not fit their config: {error}", dir.display())]
     InitMismatch { dir: PathBuf, error: candle_core::Error },
-    #[error("unknown preset {0:?} (paper, small or tiny)")]
+    #[error("unknown preset {0:?} (paper, small, small-hybrid or tiny)")]
     UnknownPreset(String),
     #[error("--transpose moves CP words; the {0:?} model's data cannot be transposed (leave it off)")]
     TransposeNotCp(ModelKind),
@@ -80,7 +80,10 @@ pub struct TrainOptions {
     /// CP (the product) or REMI-XL (the baseline).
     #[serde(default)]
     pub model: ModelKind,
-    pub preset: String,
+    /// The model's shape by preset name (`small` when absent). With `init`, absent means the
+    /// weights' own config, and a name starts that preset from the weights, whose tensors must
+    /// fit it (e.g. `small-hybrid` from `small` weights: the same tensors, other attention).
+    pub preset: Option<String>,
     pub out: PathBuf,
     /// Total optimizer steps (the cosine schedule ends here).
     pub steps: u64,
@@ -102,7 +105,7 @@ pub struct TrainOptions {
     #[serde(default)]
     pub transpose: bool,
     /// Start a new run from these weights (a weights folder, e.g. `weights/` or a run's
-    /// `best/`) instead of a random model; the preset is then the weights' own config.
+    /// `best/`) instead of a random model (see `preset` for the model's shape).
     #[serde(default)]
     pub init: Option<PathBuf>,
 }
@@ -206,7 +209,10 @@ pub fn train(options: TrainOptions, resume: bool, stop: Arc<AtomicBool>) -> Resu
         let (config, model) = match &options.init {
             Some(dir) => {
                 let weights = crate::model::weights::Weights::load_dir(dir)?;
-                let config = weights.model_config()?;
+                let config = match &options.preset {
+                    Some(name) => options.model.preset(name).ok_or_else(|| TrainError::UnknownPreset(name.clone()))?,
+                    None => weights.model_config()?,
+                };
                 if config.kind() != options.model {
                     return Err(TrainError::WrongInit { dir: dir.clone(), found: config.kind() });
                 }
@@ -215,7 +221,8 @@ pub fn train(options: TrainOptions, resume: bool, stop: Arc<AtomicBool>) -> Resu
                 (config, model)
             }
             None => {
-                let config = options.model.preset(&options.preset).ok_or_else(|| TrainError::UnknownPreset(options.preset.clone()))?;
+                let name = options.preset.as_deref().unwrap_or("small");
+                let config = options.model.preset(name).ok_or_else(|| TrainError::UnknownPreset(name.to_string()))?;
                 let model = Trainable::new(config.clone(), options.seed, &device)?;
                 (config, model)
             }

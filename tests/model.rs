@@ -72,7 +72,26 @@ fn every_parameter_receives_a_gradient() {
 
 #[test]
 fn recurrent_form_equals_the_training_form_over_300_steps() {
-    let config = Config { n_layers: 2, d_model: 64, n_heads: 4, d_ff: 128, ..Config::preset("tiny").unwrap() };
+    recurrent_form_equals_the_training_form(Config { n_layers: 2, d_model: 64, n_heads: 4, d_ff: 128, ..Config::preset("tiny").unwrap() });
+}
+
+#[test]
+fn hybrid_recurrent_form_equals_the_training_form_over_300_steps() {
+    // Layer 1 of 3 attends by softmax over 40 words: 300 words wrap its ring of keys seven
+    // times and cross the training form's query chunks.
+    recurrent_form_equals_the_training_form(Config {
+        n_layers: 3,
+        d_model: 64,
+        n_heads: 4,
+        d_ff: 128,
+        softmax_layers: vec![1],
+        window: 40,
+        ..Config::preset("tiny").unwrap()
+    });
+}
+
+/// The recurrent model's logits over 300 words equal the training form's (teacher forced).
+fn recurrent_form_equals_the_training_form(config: Config) {
     let model = Trainable::new(&config, 7, &Device::Cpu).unwrap();
     let words = random_words(301, 8);
     let batch = batch_of(&words, config.d_model);
@@ -220,6 +239,39 @@ fn fused_attention_matches_the_chunked_candle_form() {
 }
 
 #[test]
+fn fused_window_attention_matches_the_candle_form() {
+    // 150 words in query chunks of 64 (two whole, one partial); windows of one word, of 40
+    // (keys cut off inside a chunk) and of more words than there are.
+    use cp_piano::model::fused;
+    let inputs = [random_tensor(&[2, 150, 24], 7, 1.0), random_tensor(&[2, 150, 24], 8, 1.0), random_tensor(&[2, 150, 24], 9, 1.0)];
+    for window in [1, 40, 1000] {
+        check_against_composite(
+            &format!("window attention ({window} words)"),
+            &inputs,
+            &|t| fused::window_attention(&t[0], &t[1], &t[2], 3, window).unwrap(),
+            &|t| fused::reference::window_attention(&t[0], &t[1], &t[2], 3, window).unwrap(),
+            1e-4,
+        );
+    }
+}
+
+#[test]
+fn window_attention_sees_only_its_window() {
+    // A value written only at word 0 reaches word 39 through a 40-word window and not word 40.
+    use cp_piano::model::fused;
+    let (t, d) = (60, 8);
+    let q = Tensor::zeros((1, t, d), candle_core::DType::F32, &Device::Cpu).unwrap();
+    let k = q.clone();
+    let mut v = vec![0f32; t * d];
+    v[..d].fill(1.0);
+    let v = Tensor::from_vec(v, (1, t, d), &Device::Cpu).unwrap();
+    let out = fused::window_attention(&q, &k, &v, 2, 40).unwrap().squeeze(0).unwrap().to_vec2::<f32>().unwrap();
+    assert!((out[39][0] - 1.0 / 40.0).abs() < 1e-6, "word 39 averages 40 words, one of them word 0: {}", out[39][0]);
+    assert_eq!(out[40][0], 0.0, "word 40's window starts at word 1");
+    assert!((out[0][0] - 1.0).abs() < 1e-6);
+}
+
+#[test]
 fn fused_dropout_drops_at_its_rate_and_matches_its_mask() {
     use cp_piano::model::layers::Dropout;
     let shape = [4, 100, 32];
@@ -254,10 +306,20 @@ fn fused_dropout_drops_at_its_rate_and_matches_its_mask() {
 
 #[test]
 fn the_device_recurrence_equals_the_cpu_model_and_writes_the_same_song() {
-    // The candle recurrent step (how generation runs on a CUDA GPU), here on the CPU device:
-    // the same logits as the plain-Rust model over 200 words, then the same generated song.
+    device_recurrence_matches_the_cpu_model("tiny");
+}
+
+#[test]
+fn the_hybrid_device_recurrence_equals_the_cpu_model_and_writes_the_same_song() {
+    // 200 words run past the 64-word window of `tiny-hybrid`'s softmax layer.
+    device_recurrence_matches_the_cpu_model("tiny-hybrid");
+}
+
+/// The candle recurrent step (how generation runs on a CUDA GPU), here on the CPU device:
+/// the same logits as the plain-Rust model over 200 words, then the same generated song.
+fn device_recurrence_matches_the_cpu_model(preset: &str) {
     use cp_piano::generate::{GenerationSettings, Generator, Inference};
-    let config = Config::preset("tiny").unwrap();
+    let config = Config::preset(preset).unwrap();
     let model = Trainable::new(&config, 13, &Device::Cpu).unwrap();
     let tensors: HashMap<String, Tensor> = model.named_tensors().into_iter().collect();
     let cpu = CpRnn::from_tensors(&config, &tensors, Precision::F32).unwrap();

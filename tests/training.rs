@@ -47,7 +47,7 @@ fn options(data: &Path, out: &Path, steps: u64) -> TrainOptions {
     TrainOptions {
         data: data.to_path_buf(),
         model: ModelKind::Cp,
-        preset: "tiny".into(),
+        preset: Some("tiny".into()),
         out: out.to_path_buf(),
         steps,
         batch_size: 4,

@@ -1,5 +1,6 @@
 //! Model configuration: the sizes of the CP linear transformer, with the `paper` and `small`
-//! presets. Serialised as JSON beside the weights.
+//! presets and the hybrid `small-hybrid` (a few layers of sliding-window softmax attention among
+//! the linear ones). Serialised as JSON beside the weights.
 
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +19,17 @@ pub enum ConfigError {
     OddWidth(usize),
     #[error("d_head {0} is over 256")]
     HeadTooWide(usize),
+    #[error("softmax layer {layer} is not one of the {n_layers} layers, or is listed twice")]
+    SoftmaxLayer { layer: usize, n_layers: usize },
+    #[error("the softmax attention window must be at least 1 word")]
+    ZeroWindow,
+}
+
+/// Words a softmax layer sees by default (itself and the 1,023 before it: about 30 POP909 bars).
+pub const DEFAULT_WINDOW: usize = 1024;
+
+fn default_window() -> usize {
+    DEFAULT_WINDOW
 }
 
 /// Sizes of a CP linear transformer.
@@ -32,6 +44,14 @@ pub struct Config {
     /// Vocabulary size per family (the CP vocabulary; stored so weights can be checked).
     pub vocab_sizes: [usize; FAMILIES],
     pub dropout: f32,
+    /// Layers (counted from 0) whose attention is causal softmax attention over the last
+    /// `window` words instead of linear attention. Empty in the paper's presets. These layers
+    /// have the same tensors as linear ones, so linear weights can start a hybrid run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub softmax_layers: Vec<usize>,
+    /// Words each softmax layer attends to, the current one included.
+    #[serde(default = "default_window")]
+    pub window: usize,
 }
 
 /// The paper's embedding sizes.
@@ -48,6 +68,8 @@ impl Config {
             emb_sizes: PAPER_EMB_SIZES,
             vocab_sizes: FAMILY_SIZES,
             dropout: 0.1,
+            softmax_layers: Vec::new(),
+            window: DEFAULT_WINDOW,
         }
     }
 
@@ -62,14 +84,25 @@ impl Config {
             emb_sizes: [64, 128, 32, 32, 256, 64, 64],
             vocab_sizes: FAMILY_SIZES,
             dropout: 0.1,
+            softmax_layers: Vec::new(),
+            window: DEFAULT_WINDOW,
         }
     }
 
-    /// A preset by name (`paper`, `small`, or `tiny` for tests).
+    /// `small` with layers 2 and 4 (of 0-5) attending by softmax over the last 1,024 words:
+    /// issue 8's structure experiment. Linear attention keeps one summed state per layer and
+    /// recalls an exact bar from many bars back poorly; a softmax layer can look it up.
+    pub fn small_hybrid() -> Config {
+        Config { softmax_layers: vec![2, 4], ..Config::small() }
+    }
+
+    /// A preset by name (`paper`, `small`, `small-hybrid`, or `tiny` and `tiny-hybrid` for
+    /// tests; `tiny-hybrid`'s second layer attends by softmax over 64 words).
     pub fn preset(name: &str) -> Option<Config> {
         match name {
             "paper" => Some(Config::paper()),
             "small" => Some(Config::small()),
+            "small-hybrid" => Some(Config::small_hybrid()),
             "tiny" => Some(Config {
                 n_layers: 2,
                 d_model: 64,
@@ -78,9 +111,17 @@ impl Config {
                 emb_sizes: [16, 32, 16, 8, 32, 16, 16],
                 vocab_sizes: FAMILY_SIZES,
                 dropout: 0.1,
+                softmax_layers: Vec::new(),
+                window: DEFAULT_WINDOW,
             }),
+            "tiny-hybrid" => Some(Config { softmax_layers: vec![1], window: 64, ..Config::preset("tiny")? }),
             _ => None,
         }
+    }
+
+    /// Whether layer `layer` attends by sliding-window softmax (else linear attention).
+    pub fn is_softmax(&self, layer: usize) -> bool {
+        self.softmax_layers.contains(&layer)
     }
 
     pub fn head_dim(&self) -> usize {
@@ -102,6 +143,14 @@ impl Config {
         }
         if self.n_layers == 0 || self.d_ff == 0 || self.emb_sizes.contains(&0) {
             return Err(ConfigError::ZeroSize);
+        }
+        for (i, &layer) in self.softmax_layers.iter().enumerate() {
+            if layer >= self.n_layers || self.softmax_layers[..i].contains(&layer) {
+                return Err(ConfigError::SoftmaxLayer { layer, n_layers: self.n_layers });
+            }
+        }
+        if self.window == 0 {
+            return Err(ConfigError::ZeroWindow);
         }
         Ok(())
     }

@@ -3,7 +3,9 @@
 //!
 //! Per layer and head the state is S = sum phi(k) v^T and z = sum phi(k) over the words so far;
 //! the attention output for a query is phi(q)^T S / (phi(q)^T z + eps). This equals the chunked
-//! training form of `cp_transformer` (a test checks 300 steps against it).
+//! training form of `cp_transformer` (a test checks 300 steps against it). A hybrid config's
+//! softmax layers keep instead the keys and values of the last `window` words in a ring, and
+//! attend by softmax over them: O(window) per word, still bounded.
 //!
 //! Weights are f32 or, in the fast path, int8 in blocks of 32 with one scale each (quantised
 //! at load; the input vector is quantised the same way per word). Nothing here knows candle beyond reading tensors at load time.
@@ -14,13 +16,15 @@ use candle_core::Tensor;
 
 use crate::tokens::cp::{Family, Word, FAMILIES};
 use crate::model::config::Config;
-use crate::model::cp_transformer::{ATTENTION_EPS, AFTER_TYPE};
+use crate::model::cp_transformer::{Attention, ATTENTION_EPS, AFTER_TYPE};
 use crate::model::fused::activation::gelu_slice as gelu;
 use crate::model::fused::attention::phi;
 use crate::model::fused::simd::{isa, Isa};
+use crate::model::fused::window::softmax_in_place;
 use crate::model::cpu::{add_positional_encoding, layer_norm, sinusoid_rates, tensor_f32, expect_shape, Linear, LoadError, Norm, Precision, MAX_ROWS};
 
 struct Layer {
+    attention: Attention,
     query: Linear,
     key: Linear,
     value: Linear,
@@ -46,14 +50,21 @@ pub struct CpRnn {
     pe_rates: Vec<f64>,
 }
 
-/// Per-song state: attention sums per layer, the last hidden state, and work buffers
-/// (allocated once).
+/// A layer's memory of the words so far.
+#[derive(Clone)]
+enum Memory {
+    /// Linear attention: S (heads x head_dim x head_dim) and z (heads x head_dim).
+    Sums { s: Vec<f32>, z: Vec<f32> },
+    /// Window attention: the keys and values (window x d_model each) of the last `window`
+    /// words, word p in row p % window.
+    Window { keys: Vec<f32>, values: Vec<f32> },
+}
+
+/// Per-song state: each layer's memory, the last hidden state, and work buffers (allocated
+/// once).
 #[derive(Clone)]
 pub struct RnnState {
-    /// Per layer: heads x head_dim x head_dim.
-    s: Vec<Vec<f32>>,
-    /// Per layer: heads x head_dim.
-    z: Vec<Vec<f32>>,
+    memory: Vec<Memory>,
     /// Words fed so far (the position of the next word).
     pub position: usize,
     /// The final hidden state after the last word.
@@ -81,6 +92,8 @@ pub struct Rows {
     concat: Vec<f32>,
     conditioned: Vec<f32>,
     logits: Vec<f32>,
+    /// One head's attention weights over a window.
+    scores: Vec<f32>,
 }
 
 impl Rows {
@@ -105,6 +118,7 @@ impl Rows {
             concat: vec![0.0; n * (d + config.emb_sizes[Family::Type.index()])],
             conditioned: vec![0.0; n * d],
             logits: vec![0.0; n * widest_head],
+            scores: vec![0.0; if config.softmax_layers.is_empty() { 0 } else { config.window }],
         }
     }
 }
@@ -156,6 +170,58 @@ fn attend(s: &mut [f32], z: &mut [f32], q: &[f32], k: &[f32], v: &[f32], out: &m
     }
 }
 
+/// Softmax attention of one head's query over the `scores.len()` words of a window ring:
+/// `keys` and `values` hold one word per row of `d` floats, the head's columns from `at`.
+/// `scores` is work space; the result goes to `out`.
+fn attend_window(keys: &[f32], values: &[f32], d: usize, at: usize, q: &[f32], scores: &mut [f32], out: &mut [f32]) {
+    #[inline(always)]
+    fn dots(keys: &[f32], d: usize, at: usize, q: &[f32], scores: &mut [f32]) {
+        let dh = q.len();
+        for (word, score) in scores.iter_mut().enumerate() {
+            let k = &keys[word * d + at..word * d + at + dh];
+            let mut lanes = [0f32; 16];
+            for (i, (a, b)) in q.iter().zip(k).enumerate() {
+                lanes[i % 16] += a * b;
+            }
+            *score = lanes.iter().sum();
+        }
+    }
+    #[inline(always)]
+    fn mix(values: &[f32], d: usize, at: usize, scores: &[f32], out: &mut [f32]) {
+        let dh = out.len();
+        out.iter_mut().for_each(|o| *o = 0.0);
+        for (word, p) in scores.iter().enumerate() {
+            for (o, v) in out.iter_mut().zip(&values[word * d + at..word * d + at + dh]) {
+                *o += p * v;
+            }
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+    unsafe fn dots_avx512(keys: &[f32], d: usize, at: usize, q: &[f32], scores: &mut [f32]) {
+        dots(keys, d, at, q, scores)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+    unsafe fn mix_avx512(values: &[f32], d: usize, at: usize, scores: &[f32], out: &mut [f32]) {
+        mix(values, d, at, scores, out)
+    }
+    let scale = 1.0 / (q.len() as f32).sqrt();
+    match isa() {
+        // SAFETY: the CPU has the features these builds were compiled for (`isa`).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { dots_avx512(keys, d, at, q, scores) },
+        _ => dots(keys, d, at, q, scores),
+    }
+    softmax_in_place(scores, scale);
+    match isa() {
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { mix_avx512(values, d, at, scores, out) },
+        _ => mix(values, d, at, scores, out),
+    }
+}
+
 /// x = LayerNorm(x + t), row by row.
 fn add_and_norm(x: &mut [f32], t: &[f32], norm: &Norm, d: usize) {
     for (x, t) in x.chunks_mut(d).zip(t.chunks(d)) {
@@ -183,6 +249,7 @@ impl CpRnn {
         for i in 0..c.n_layers {
             let p = format!("layers.{i}");
             layers.push(Layer {
+                attention: Attention::of(c, i),
                 query: lin(&format!("{p}.query"), d, d)?,
                 key: lin(&format!("{p}.key"), d, d)?,
                 value: lin(&format!("{p}.value"), d, d)?,
@@ -226,9 +293,12 @@ impl CpRnn {
     pub fn new_state(&self) -> RnnState {
         let c = &self.config;
         let (d, h, dh) = (c.d_model, c.n_heads, c.head_dim());
+        let memory = |layer: &Layer| match layer.attention {
+            Attention::Linear => Memory::Sums { s: vec![0.0; h * dh * dh], z: vec![0.0; h * dh] },
+            Attention::Window(window) => Memory::Window { keys: vec![0.0; window * d], values: vec![0.0; window * d] },
+        };
         RnnState {
-            s: vec![vec![0.0; h * dh * dh]; c.n_layers],
-            z: vec![vec![0.0; h * dh]; c.n_layers],
+            memory: self.layers.iter().map(memory).collect(),
             position: 0,
             hidden: vec![0.0; d],
             rows: Rows::new(c, 1),
@@ -270,20 +340,37 @@ impl CpRnn {
             layer.query.forward_many(x, &mut rows.q[..n * d], n);
             layer.key.forward_many(x, &mut rows.k[..n * d], n);
             layer.value.forward_many(x, &mut rows.v[..n * d], n);
-            phi(&rows.q[..n * d], &mut rows.q_phi[..n * d]);
-            phi(&rows.k[..n * d], &mut rows.k_phi[..n * d]);
+            if layer.attention == Attention::Linear {
+                phi(&rows.q[..n * d], &mut rows.q_phi[..n * d]);
+                phi(&rows.k[..n * d], &mut rows.k_phi[..n * d]);
+            }
             for (j, state) in states.iter_mut().enumerate() {
-                let (s, z) = (&mut state.s[l], &mut state.z[l]);
-                for head in 0..h {
-                    let at = j * d + head * dh;
-                    attend(
-                        &mut s[head * dh * dh..(head + 1) * dh * dh],
-                        &mut z[head * dh..(head + 1) * dh],
-                        &rows.q_phi[at..at + dh],
-                        &rows.k_phi[at..at + dh],
-                        &rows.v[at..at + dh],
-                        &mut rows.att[at..at + dh],
-                    );
+                let position = state.position;
+                match &mut state.memory[l] {
+                    Memory::Sums { s, z } => {
+                        for head in 0..h {
+                            let at = j * d + head * dh;
+                            attend(
+                                &mut s[head * dh * dh..(head + 1) * dh * dh],
+                                &mut z[head * dh..(head + 1) * dh],
+                                &rows.q_phi[at..at + dh],
+                                &rows.k_phi[at..at + dh],
+                                &rows.v[at..at + dh],
+                                &mut rows.att[at..at + dh],
+                            );
+                        }
+                    }
+                    Memory::Window { keys, values } => {
+                        let window = keys.len() / d;
+                        let slot = position % window;
+                        keys[slot * d..(slot + 1) * d].copy_from_slice(&rows.k[j * d..(j + 1) * d]);
+                        values[slot * d..(slot + 1) * d].copy_from_slice(&rows.v[j * d..(j + 1) * d]);
+                        let words = (position + 1).min(window);
+                        for head in 0..h {
+                            let at = j * d + head * dh;
+                            attend_window(keys, values, d, head * dh, &rows.q[at..at + dh], &mut rows.scores[..words], &mut rows.att[at..at + dh]);
+                        }
+                    }
                 }
             }
             layer.out.forward_many(&rows.att[..n * d], &mut rows.tmp[..n * d], n);

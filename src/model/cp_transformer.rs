@@ -7,7 +7,10 @@
 //! family heads. Teacher forcing feeds the target type to that second stage.
 //!
 //! Attention is `fused::linear_attention`, in chunks of `CHUNK` words: quadratic inside a chunk,
-//! prefix states across chunks; this is exactly the recurrence of `cp_rnn` (a test checks it). `step` is that
+//! prefix states across chunks; this is exactly the recurrence of `cp_rnn` (a test checks it).
+//! The layers a hybrid config names (`Config::softmax_layers`) attend instead by causal softmax
+//! over the last `Config::window` words (`fused::window_attention`); in recurrent form they
+//! keep those words' keys and values. `step` is that
 //! recurrence on the model's own device, which is how generation runs on CUDA. This module
 //! knows tensors and the CP vocabulary only: no plugin, no files besides safetensors.
 
@@ -30,9 +33,30 @@ pub const ATTENTION_EPS: f64 = fused::attention::EPS as f64;
 pub const AFTER_TYPE: [Family; 6] =
     [Family::Tempo, Family::Chord, Family::BarBeat, Family::Pitch, Family::Duration, Family::Velocity];
 
+/// How a layer attends to the words before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attention {
+    /// Causal linear attention over the whole song (the paper's).
+    Linear,
+    /// Causal softmax attention over the last this many words.
+    Window(usize),
+}
+
+impl Attention {
+    /// Layer `layer`'s attention under `config`.
+    pub fn of(config: &Config, layer: usize) -> Attention {
+        if config.is_softmax(layer) {
+            Attention::Window(config.window)
+        } else {
+            Attention::Linear
+        }
+    }
+}
+
 /// One post-LN layer: x = LN(x + Drop(Attn(x))); x = LN(x + Drop(FFN(x))).
 #[derive(Debug, Clone)]
 pub struct Layer {
+    pub attention: Attention,
     pub query: Linear,
     pub key: Linear,
     pub value: Linear,
@@ -52,9 +76,10 @@ fn residual(residual: &Tensor, x: &Tensor, dropout: &mut Option<&mut Dropout>) -
 }
 
 impl Layer {
-    fn new(vb: VarBuilder, c: &Config) -> Result<Layer> {
+    fn new(vb: VarBuilder, c: &Config, index: usize) -> Result<Layer> {
         let d = c.d_model;
         Ok(Layer {
+            attention: Attention::of(c, index),
             query: Linear::new(vb.pp("query"), d, d)?,
             key: Linear::new(vb.pp("key"), d, d)?,
             value: Linear::new(vb.pp("value"), d, d)?,
@@ -68,7 +93,11 @@ impl Layer {
 
     fn forward(&self, x: &Tensor, heads: usize, dropout: &mut Option<&mut Dropout>) -> Result<Tensor> {
         let (q, k, v) = (self.query.forward(x)?, self.key.forward(x)?, self.value.forward(x)?);
-        let attended = self.out.forward(&fused::linear_attention(&q, &k, &v, heads)?)?;
+        let attended = match self.attention {
+            Attention::Linear => fused::linear_attention(&q, &k, &v, heads)?,
+            Attention::Window(window) => fused::window_attention(&q, &k, &v, heads, window)?,
+        };
+        let attended = self.out.forward(&attended)?;
         let x = self.norm1.forward(&residual(x, &attended, dropout)?)?;
         let ffn = self.ffn_out.forward(&fused::gelu(&self.ffn_in.forward(&x)?)?)?;
         self.norm2.forward(&residual(&x, &ffn, dropout)?)
@@ -97,7 +126,7 @@ impl CpTransformer {
             .iter()
             .map(|f| candle_nn::embedding(c.vocab_sizes[f.index()], c.emb_sizes[f.index()], vb.pp("embed").pp(f.name())))
             .collect::<Result<Vec<_>>>()?;
-        let layers = (0..c.n_layers).map(|i| Layer::new(vb.pp("layers").pp(i), c)).collect::<Result<Vec<_>>>()?;
+        let layers = (0..c.n_layers).map(|i| Layer::new(vb.pp("layers").pp(i), c, i)).collect::<Result<Vec<_>>>()?;
         let heads = AFTER_TYPE
             .iter()
             .map(|f| Linear::new(vb.pp("head").pp(f.name()), c.d_model, c.vocab_sizes[f.index()]))
@@ -173,30 +202,69 @@ impl CpTransformer {
     }
 }
 
-/// The recurrent form on the model's own device (how generation runs on CUDA): per layer the
-/// attention sums S = sum phi(k) v^T (heads, dh, dh) and z = sum phi(k) (heads, 1, dh), the
-/// next word's position, and the hidden state after the last word.
+/// A layer's memory of the words so far in recurrent form.
+#[derive(Clone)]
+enum Memory {
+    /// Linear attention: the sums S = sum phi(k) v^T (heads, dh, dh) and z = sum phi(k)
+    /// (heads, 1, dh).
+    Sums { s: Tensor, z: Tensor },
+    /// Window attention: the keys and values of the last words (heads, words, dh), at most
+    /// the window.
+    Window { keys: Option<Tensor>, values: Option<Tensor> },
+}
+
+/// The recurrent form on the model's own device (how generation runs on CUDA): each layer's
+/// memory, the next word's position, and the hidden state after the last word.
 #[derive(Clone)]
 pub struct DeviceState {
-    s: Vec<Tensor>,
-    z: Vec<Tensor>,
+    memory: Vec<Memory>,
     pub position: usize,
     hidden: Tensor,
 }
 
+/// `kept` with `new` appended along the words, keeping the last `window`.
+fn append_window(kept: &Option<Tensor>, new: &Tensor, window: usize) -> Result<Tensor> {
+    let all = match kept {
+        Some(kept) => Tensor::cat(&[kept, new], 1)?,
+        None => new.clone(),
+    };
+    let words = all.dim(1)?;
+    if words > window {
+        all.narrow(1, words - window, window)?.contiguous()
+    } else {
+        Ok(all)
+    }
+}
+
 impl Layer {
     /// One word through the layer in recurrent form; x: (1, d).
-    fn step(&self, x: &Tensor, s: &mut Tensor, z: &mut Tensor, heads: usize) -> Result<Tensor> {
+    fn step(&self, x: &Tensor, memory: &mut Memory, heads: usize) -> Result<Tensor> {
         let d = x.dim(1)?;
         let dh = d / heads;
-        let q = fused::feature_map(&self.query.forward(x)?)?.reshape((heads, 1, dh))?;
-        let k = fused::feature_map(&self.key.forward(x)?)?.reshape((heads, 1, dh))?;
+        let (q, k) = (self.query.forward(x)?, self.key.forward(x)?);
         let v = self.value.forward(x)?.reshape((heads, 1, dh))?;
-        *s = (&*s + k.transpose(1, 2)?.matmul(&v)?)?;
-        *z = (&*z + &k)?;
-        let num = q.matmul(s)?;
-        let den = ((&q * &*z)?.sum_keepdim(D::Minus1)? + ATTENTION_EPS)?;
-        let attended = num.broadcast_div(&den)?.reshape((1, d))?;
+        let attended = match (self.attention, memory) {
+            (Attention::Linear, Memory::Sums { s, z }) => {
+                let q = fused::feature_map(&q)?.reshape((heads, 1, dh))?;
+                let k = fused::feature_map(&k)?.reshape((heads, 1, dh))?;
+                *s = (&*s + k.transpose(1, 2)?.matmul(&v)?)?;
+                *z = (&*z + &k)?;
+                let num = q.matmul(s)?;
+                let den = ((&q * &*z)?.sum_keepdim(D::Minus1)? + ATTENTION_EPS)?;
+                num.broadcast_div(&den)?
+            }
+            (Attention::Window(window), Memory::Window { keys, values }) => {
+                let q = (q.reshape((heads, 1, dh))? * (1.0 / (dh as f64).sqrt()))?;
+                let all_keys = append_window(keys, &k.reshape((heads, 1, dh))?, window)?;
+                let all_values = append_window(values, &v, window)?;
+                let p = candle_nn::ops::softmax_last_dim(&q.matmul(&all_keys.t()?)?)?;
+                let out = p.matmul(&all_values)?;
+                (*keys, *values) = (Some(all_keys), Some(all_values));
+                out
+            }
+            _ => candle_core::bail!("a layer's recurrent memory does not match its attention"),
+        };
+        let attended = attended.reshape((1, d))?;
         let x = self.norm1.forward(&(x + self.out.forward(&attended)?)?)?;
         let ffn = self.ffn_out.forward(&fused::gelu(&self.ffn_in.forward(&x)?)?)?;
         self.norm2.forward(&(x + ffn)?)
@@ -209,9 +277,14 @@ impl CpTransformer {
         let c = &self.config;
         let (h, dh) = (c.n_heads, c.head_dim());
         let device = self.in_linear.weight.device();
+        let memory = |layer: &Layer| -> Result<Memory> {
+            Ok(match layer.attention {
+                Attention::Linear => Memory::Sums { s: Tensor::zeros((h, dh, dh), DType::F32, device)?, z: Tensor::zeros((h, 1, dh), DType::F32, device)? },
+                Attention::Window(_) => Memory::Window { keys: None, values: None },
+            })
+        };
         Ok(DeviceState {
-            s: (0..c.n_layers).map(|_| Tensor::zeros((h, dh, dh), DType::F32, device)).collect::<Result<_>>()?,
-            z: (0..c.n_layers).map(|_| Tensor::zeros((h, 1, dh), DType::F32, device)).collect::<Result<_>>()?,
+            memory: self.layers.iter().map(memory).collect::<Result<_>>()?,
             position: 0,
             hidden: Tensor::zeros((1, c.d_model), DType::F32, device)?,
         })
@@ -225,8 +298,8 @@ impl CpTransformer {
         let ids = Tensor::from_vec(ids, (1, FAMILIES), device)?;
         let position = Tensor::from_vec(cpu::positional_encoding(&[state.position as u32], c.d_model), (1, c.d_model), device)?;
         let mut x = (self.embed_words(&ids)? + position)?;
-        for (l, layer) in self.layers.iter().enumerate() {
-            x = layer.step(&x, &mut state.s[l], &mut state.z[l], c.n_heads)?;
+        for (layer, memory) in self.layers.iter().zip(&mut state.memory) {
+            x = layer.step(&x, memory, c.n_heads)?;
         }
         state.hidden = self.final_norm.forward(&x)?;
         state.position += 1;

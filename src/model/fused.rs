@@ -1,7 +1,7 @@
 //! Fused CPU ops for the training form, each one custom op with its own backward instead of
 //! candle's chains of small ops (which dominate a small model's step on a few cores):
 //! `linear` (bias + one GEMM), `attention` (chunked causal linear attention, split by batch x
-//! head), `norm` (LayerNorm), `activation` (GELU), `dropout` (masks recomputed from a seed, and
+//! head), `window` (sliding-window causal softmax attention, split the same way), `norm` (LayerNorm), `activation` (GELU), `dropout` (masks recomputed from a seed, and
 //! the residual add fused with them). `simd` holds the vectorised math they share. Same
 //! mathematics as the composite candle forms in `reference`, which the wrappers use on other
 //! devices and the tests compare against. Tensors in, tensors out: no model, no files.
@@ -12,6 +12,7 @@ pub mod dropout;
 pub mod linear;
 mod norm;
 pub mod simd;
+pub mod window;
 
 use candle_core::{CpuStorage, Layout, Result, Storage, Tensor};
 use rayon::prelude::*;
@@ -92,6 +93,16 @@ pub fn linear_attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Res
     }
 }
 
+/// Causal softmax attention of each word over the last `window` words (itself included), for
+/// (batch, time, heads * head_dim) q, k and v; returns (batch, time, heads * head_dim).
+pub fn window_attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, window: usize) -> Result<Tensor> {
+    if q.device().is_cpu() {
+        q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, window::WindowAttention { heads, window })
+    } else {
+        reference::window_attention(q, k, v, heads, window)
+    }
+}
+
 /// The composite candle forms of the fused ops (other devices use them; tests compare).
 pub mod reference {
     use candle_core::{DType, Result, Tensor, D};
@@ -119,6 +130,34 @@ pub mod reference {
         let mut out = dims;
         *out.last_mut().expect("rank >= 1") = weight.dim(0)?;
         y.reshape(out)
+    }
+
+    /// Sliding-window causal softmax attention in candle ops, in chunks of queries: each
+    /// chunk's scores over the keys from its first query's window start, masked, softmaxed.
+    pub fn window_attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, window: usize) -> Result<Tensor> {
+        let (b, t, d) = q.dims3()?;
+        let dh = d / heads;
+        let split = |x: &Tensor| -> Result<Tensor> { x.reshape((b, t, heads, dh))?.transpose(1, 2)?.contiguous() };
+        let q = (split(q)? * (1.0 / (dh as f64).sqrt()))?;
+        let (k, v) = (split(k)?, split(v)?);
+        let chunk = super::window::QUERY_CHUNK;
+        let mut outs = Vec::new();
+        for s in (0..t).step_by(chunk) {
+            let n = chunk.min(t - s);
+            let first = (s + 1).saturating_sub(window);
+            let keys = s + n - first;
+            let mask: Vec<f32> = (0..n * keys)
+                .map(|at| {
+                    let (i, j) = (s + at / keys, first + at % keys);
+                    if j <= i && j + window > i { 0.0 } else { f32::NEG_INFINITY }
+                })
+                .collect();
+            let mask = Tensor::from_vec(mask, (n, keys), q.device())?;
+            let scores = q.narrow(2, s, n)?.matmul(&k.narrow(2, first, keys)?.t()?)?.broadcast_add(&mask)?;
+            let p = candle_nn::ops::softmax(&scores, D::Minus1)?;
+            outs.push(p.matmul(&v.narrow(2, first, keys)?.contiguous()?)?);
+        }
+        Tensor::cat(&outs, 2)?.transpose(1, 2)?.reshape((b, t, d))
     }
 
     /// Chunked causal linear attention in candle ops: the masked quadratic form inside a chunk

@@ -1,0 +1,219 @@
+//! Causal softmax attention over a sliding window of the last `window` words (the hybrid
+//! presets' softmax layers) as one custom op with its own backward, split across threads by
+//! batch x head.
+//!
+//! For each head, word i attends to words j with i - window < j <= i:
+//! p_ij = softmax_j(q_i . k_j / sqrt(dh)), out_i = sum_j p_ij v_j.
+//! Queries go in chunks of `QUERY_CHUNK`; a chunk's keys are the words from the window start of
+//! its first query to its last query. Backward recomputes p from q and k (nothing but the output
+//! is kept), then with dp_ij = g_i . v_j and D_i = g_i . out_i:
+//! ds_ij = p_ij (dp_ij - D_i) / sqrt(dh), dq_i = sum_j ds_ij k_j, dk_j = sum_i ds_ij q_i,
+//! dv_j = sum_i p_ij g_i. Inputs and output are (batch, time, d_model) with heads side by side.
+
+use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::linear::{matmul, Mat, Threads};
+use super::simd::{self, isa, Isa};
+use super::{contiguous_f32, with_f32};
+
+/// Queries per chunk.
+pub const QUERY_CHUNK: usize = 64;
+
+/// Sliding-window causal softmax attention over (batch, time, heads * head_dim) q, k and v.
+pub struct WindowAttention {
+    pub heads: usize,
+    pub window: usize,
+}
+
+/// p = softmax(scale * x) in place (x non-empty). Built for the best instruction set this CPU
+/// has; every build computes the same numbers (the sums run in 16 lanes, then in order).
+pub fn softmax_in_place(x: &mut [f32], scale: f32) {
+    #[inline(always)]
+    fn body(x: &mut [f32], scale: f32) {
+        let mut lanes = [f32::NEG_INFINITY; 16];
+        for (i, v) in x.iter().enumerate() {
+            lanes[i % 16] = lanes[i % 16].max(*v);
+        }
+        let max = lanes.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) * scale;
+        let mut sums = [0f32; 16];
+        for (i, v) in x.iter_mut().enumerate() {
+            *v = simd::exp(*v * scale - max);
+            sums[i % 16] += *v;
+        }
+        let inv = 1.0 / sums.iter().sum::<f32>();
+        x.iter_mut().for_each(|v| *v *= inv);
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+    unsafe fn avx512(x: &mut [f32], scale: f32) {
+        body(x, scale)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2(x: &mut [f32], scale: f32) {
+        body(x, scale)
+    }
+    match isa() {
+        // SAFETY: the CPU has the features these builds were compiled for (`isa`).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { avx512(x, scale) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2(x, scale) },
+        _ => body(x, scale),
+    }
+}
+
+/// One (sequence, head): its columns of a (time, d) buffer.
+#[derive(Clone, Copy)]
+struct Head {
+    offset: usize,
+    time: usize,
+    d: usize,
+    dh: usize,
+}
+
+impl Head {
+    /// Rows `from..from + rows` of the head's columns.
+    fn rows<'a>(&self, buf: &'a [f32], from: usize, rows: usize) -> Mat<'a> {
+        Mat::rows(&buf[self.offset + from * self.d..], rows, self.dh, self.d)
+    }
+
+    /// Writes a contiguous (time, dh) block into the head's columns.
+    fn scatter(&self, block: &[f32], buf: &mut [f32]) {
+        for (t, row) in block.chunks(self.dh).enumerate() {
+            let at = self.offset + t * self.d;
+            buf[at..at + self.dh].copy_from_slice(row);
+        }
+    }
+}
+
+fn heads_of(batch: usize, time: usize, d: usize, heads: usize) -> Vec<Head> {
+    let dh = d / heads;
+    (0..batch * heads).map(|i| Head { offset: (i / heads) * time * d + (i % heads) * dh, time, d, dh }).collect()
+}
+
+/// The query chunks of a head: (first query, queries, first key, keys).
+fn chunks(time: usize, window: usize) -> impl Iterator<Item = (usize, usize, usize, usize)> {
+    (0..time.div_ceil(QUERY_CHUNK)).map(move |c| {
+        let (s, n) = (c * QUERY_CHUNK, QUERY_CHUNK.min(time - c * QUERY_CHUNK));
+        let first = (s + 1).saturating_sub(window);
+        (s, n, first, s + n - first)
+    })
+}
+
+/// The most keys a chunk has.
+fn widest(time: usize, window: usize) -> usize {
+    time.min(QUERY_CHUNK + window - 1)
+}
+
+/// The attention probabilities of queries s..s+n over keys first..first+keys into `p` (n x
+/// keys, row-major): each row's softmax over its own window, zero outside it.
+fn probabilities(p: &mut [f32], h: &Head, q: &[f32], k: &[f32], (s, n, first, keys): (usize, usize, usize, usize), window: usize) {
+    matmul(p, keys, false, h.rows(q, s, n), h.rows(k, first, keys).t(), Threads::One);
+    let scale = 1.0 / (h.dh as f32).sqrt();
+    for (i, row) in p.chunks_mut(keys).enumerate() {
+        let at = s + i;
+        let lo = (at + 1).saturating_sub(window).max(first) - first;
+        let hi = at - first + 1;
+        row[..lo].fill(0.0);
+        row[hi..].fill(0.0);
+        softmax_in_place(&mut row[lo..hi], scale);
+    }
+}
+
+fn forward_head(h: &Head, q: &[f32], k: &[f32], v: &[f32], window: usize) -> Vec<f32> {
+    let mut out = vec![0f32; h.time * h.dh];
+    let mut p = vec![0f32; QUERY_CHUNK * widest(h.time, window)];
+    for chunk in chunks(h.time, window) {
+        let (s, n, first, keys) = chunk;
+        let p = &mut p[..n * keys];
+        probabilities(p, h, q, k, chunk, window);
+        matmul(&mut out[s * h.dh..(s + n) * h.dh], h.dh, false, Mat::rows(p, n, keys, keys), h.rows(v, first, keys), Threads::One);
+    }
+    out
+}
+
+/// Gradients of one head with respect to q, k and v, each (time, dh).
+fn backward_head(h: &Head, q: &[f32], k: &[f32], v: &[f32], out: &[f32], grad: &[f32], window: usize) -> [Vec<f32>; 3] {
+    let dh = h.dh;
+    let scale = 1.0 / (dh as f32).sqrt();
+    let (mut dq, mut dk, mut dv) = (vec![0f32; h.time * dh], vec![0f32; h.time * dh], vec![0f32; h.time * dh]);
+    let mut p = vec![0f32; QUERY_CHUNK * widest(h.time, window)];
+    let mut dp = p.clone();
+    for chunk in chunks(h.time, window) {
+        let (s, n, first, keys) = chunk;
+        let (p, dp) = (&mut p[..n * keys], &mut dp[..n * keys]);
+        probabilities(p, h, q, k, chunk, window);
+        let g = h.rows(grad, s, n);
+        matmul(dp, keys, false, g, h.rows(v, first, keys).t(), Threads::One);
+        // dv_j += sum_i p_ij g_i, before p turns into ds below.
+        matmul(&mut dv[first * dh..(first + keys) * dh], dh, true, Mat::rows(p, n, keys, keys).t(), g, Threads::One);
+        for (i, (p_row, dp_row)) in p.chunks_mut(keys).zip(dp.chunks(keys)).enumerate() {
+            let (gi, oi) = (&grad[h.offset + (s + i) * h.d..][..dh], &out[h.offset + (s + i) * h.d..][..dh]);
+            let d_i: f32 = gi.iter().zip(oi).map(|(a, b)| a * b).sum();
+            p_row.iter_mut().zip(dp_row).for_each(|(p, dp)| *p *= (dp - d_i) * scale);
+        }
+        let ds = Mat::rows(p, n, keys, keys);
+        matmul(&mut dq[s * dh..(s + n) * dh], dh, false, ds, h.rows(k, first, keys), Threads::One);
+        matmul(&mut dk[first * dh..(first + keys) * dh], dh, true, ds.t(), h.rows(q, s, n), Threads::One);
+    }
+    [dq, dk, dv]
+}
+
+impl WindowAttention {
+    fn shape(&self, l: &Layout) -> Result<(usize, usize, usize)> {
+        let (b, t, d) = l.shape().dims3()?;
+        if self.heads == 0 || d % self.heads != 0 || self.window == 0 {
+            candle_core::bail!("window attention: d_model {d}, {} heads, window {}", self.heads, self.window);
+        }
+        Ok((b, t, d))
+    }
+}
+
+impl CustomOp3 for WindowAttention {
+    fn name(&self) -> &'static str {
+        "fused-window-softmax-attention"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (b, t, d) = self.shape(l1)?;
+        if l2.dims() != l1.dims() || l3.dims() != l1.dims() {
+            candle_core::bail!("{}: q {:?}, k {:?}, v {:?} differ", self.name(), l1.dims(), l2.dims(), l3.dims());
+        }
+        let (q, k, v) = (contiguous_f32(s1, l1, self.name())?, contiguous_f32(s2, l2, self.name())?, contiguous_f32(s3, l3, self.name())?);
+        let heads = heads_of(b, t, d, self.heads);
+        let blocks: Vec<Vec<f32>> = heads.par_iter().map(|h| forward_head(h, q, k, v, self.window)).collect();
+        let mut out = vec![0f32; b * t * d];
+        for (h, block) in heads.iter().zip(&blocks) {
+            h.scatter(block, &mut out);
+        }
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(&self, q: &Tensor, k: &Tensor, v: &Tensor, res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (b, t, d) = q.dims3()?;
+        let grad = grad.contiguous()?;
+        let heads = heads_of(b, t, d, self.heads);
+        let blocks = with_f32(q, |q| {
+            with_f32(k, |k| {
+                with_f32(v, |v| {
+                    with_f32(res, |o| with_f32(&grad, |g| heads.par_iter().map(|h| backward_head(h, q, k, v, o, g, self.window)).collect::<Vec<_>>()))
+                })
+            })
+        })?????;
+        let mut grads = [vec![0f32; b * t * d], vec![0f32; b * t * d], vec![0f32; b * t * d]];
+        for (h, block) in heads.iter().zip(&blocks) {
+            for (grad, part) in grads.iter_mut().zip(block) {
+                h.scatter(part, grad);
+            }
+        }
+        let [dq, dk, dv] = grads;
+        let device = Device::Cpu;
+        Ok((
+            Some(Tensor::from_vec(dq, (b, t, d), &device)?),
+            Some(Tensor::from_vec(dk, (b, t, d), &device)?),
+            Some(Tensor::from_vec(dv, (b, t, d), &device)?),
+        ))
+    }
+}
