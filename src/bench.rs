@@ -1,7 +1,8 @@
 //! `cp-piano bench`: speed figures. Generation cost per word of the recurrent model (f32 and
-//! the int8 fast path, one thread) for the shipped `small` model and a random `paper` model,
-//! and the training speed of `small`; the same per token for the REMI Transformer-XL baseline
-//! (`small`, random weights, memory full). Prints figures; asserts nothing.
+//! the int8 fast path, one thread) for the shipped `small` model and random `paper` and
+//! `small-hybrid` models, and the training speed of `small`, `small-hybrid` and `paper`; the
+//! same per token for the REMI Transformer-XL baseline (`small`, random weights, memory full).
+//! Prints figures; asserts nothing.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -191,6 +192,8 @@ pub fn print(words: usize, weights: Option<&std::path::Path>, no_training: bool,
         println!("f32 GEMM (4096x256 @ 256x1024, {threads} threads): {:.0} GFLOP/s", gemm_gflops(4096, 256, 1024, 20));
         let wps = training_words_per_second(&Config::small(), 2, 2048, 6)?;
         println!("training small (batch 2 x 2048 words, {threads} threads): {wps:.0} words/s");
+        let wps = training_words_per_second(&Config::small_hybrid(), 2, 2048, 6)?;
+        println!("training small-hybrid (batch 2 x 2048 words, {threads} threads): {wps:.0} words/s");
         let wps = training_words_per_second(&Config::paper(), 1, 2048, 2)?;
         println!("training paper (batch 1 x 2048 words, {threads} threads): {wps:.0} words/s");
     }
@@ -231,6 +234,10 @@ pub fn print(words: usize, weights: Option<&std::path::Path>, no_training: bool,
             println!("    4 takes together: {per_take:.3} ms per word of each take = {:.2}x one song", per_take / ms);
         }
     }
+    let hybrid = random_rnn(&Config::small_hybrid(), 1, Precision::Int8)?;
+    let hybrid_words = words.max(2 * crate::model::config::DEFAULT_WINDOW);
+    let ms = generation_ms_per_word(&hybrid, hybrid_words, 0);
+    println!("  small-hybrid (random) Int8: {ms:.3} ms/word over {hybrid_words} words (its softmax layers' window full after 1,024; target <= 0.6 ms)");
     for precision in [Precision::F32, Precision::Int8] {
         let ms = crate::bench::remi_xl_ms_per_token(&crate::model::remi_xl::XlConfig::small(), precision, 1000)?;
         println!("  REMI-XL small (random, memory full) {precision:?}: {ms:.3} ms/token, {:.2} s per song of 6,124 tokens (POP909 mean)", ms * 6.124);

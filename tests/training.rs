@@ -23,6 +23,7 @@ use cp_piano::model::cp_rnn::CpRnn;
 use cp_piano::model::cpu::Precision;
 use cp_piano::model::cpu::Precision as StreamPrecision;
 use cp_piano::model::remi_xl_stream::RemiXlStream;
+use cp_piano::model::config::Config;
 use cp_piano::model::{ModelKind, Trainable};
 use cp_piano::tokens::remi;
 use cp_piano::generate::remi::{RemiGenerator, RemiSettings};
@@ -114,6 +115,18 @@ fn resume_continues_the_same_loss_curve_and_checkpoints_reload_exactly() {
     train(TrainOptions { init: Some(split.join("last")), ..options(&data, &warm, 10) }, false, Arc::new(AtomicBool::new(false))).unwrap();
     let (fresh, continued) = (train_losses(&straight)[0].1, train_losses(&warm)[0].1);
     assert!(continued < fresh * 0.8, "from weights: {continued}, from scratch: {fresh}");
+
+    // A named preset starts from weights whose tensors fit it: `tiny-hybrid` from `tiny`
+    // weights (one layer's attention turned softmax) keeps their knowledge and its own shape.
+    let hybrid = dir.path().join("hybrid");
+    let from = |preset: &str, out: &Path| TrainOptions { init: Some(split.join("last")), preset: Some(preset.into()), ..options(&data, out, 10) };
+    train(from("tiny-hybrid", &hybrid), false, Arc::new(AtomicBool::new(false))).unwrap();
+    assert_eq!(Weights::load_dir(&hybrid.join("last")).unwrap().cp_config().unwrap(), Config::preset("tiny-hybrid").unwrap());
+    let hybrid_first = train_losses(&hybrid)[0].1;
+    assert!(hybrid_first < fresh * 0.8, "hybrid from weights: {hybrid_first}, from scratch: {fresh}");
+    // A preset the weights do not fit is refused, and names the weights.
+    let refused = train(from("small", &dir.path().join("refused")), false, Arc::new(AtomicBool::new(false))).unwrap_err();
+    assert!(refused.to_string().contains("weights do not fit"), "{refused}");
 
     // The checkpoint's weights give the same logits as the exported ones, in candle and in the
     // recurrent form.
