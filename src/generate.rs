@@ -62,6 +62,8 @@ pub trait WordModel {
     fn type_logits(&self, state: &Self::State, out: &mut [f32]) -> Result<(), ModelError>;
     /// Logits of the other six families given the next word's type (family order).
     fn family_logits(&self, state: &mut Self::State, word_type: u16, out: &mut [Vec<f32>; FAMILIES]) -> Result<(), ModelError>;
+    /// Bytes a copy of `state` holds (what remembering it at a bar line costs).
+    fn state_bytes(&self, state: &Self::State) -> usize;
 }
 
 impl WordModel for CpRnn {
@@ -81,6 +83,9 @@ impl WordModel for CpRnn {
         CpRnn::family_logits(self, state, word_type, out);
         Ok(())
     }
+    fn state_bytes(&self, state: &RnnState) -> usize {
+        state.bytes()
+    }
 }
 
 impl WordModel for CpTransformer {
@@ -96,6 +101,9 @@ impl WordModel for CpTransformer {
     }
     fn family_logits(&self, state: &mut DeviceState, word_type: u16, out: &mut [Vec<f32>; FAMILIES]) -> Result<(), ModelError> {
         Ok(self.step_family_logits(state, word_type, out)?)
+    }
+    fn state_bytes(&self, state: &DeviceState) -> usize {
+        state.bytes()
     }
 }
 
@@ -163,6 +171,12 @@ impl WordModel for Inference {
             _ => Err(ModelError::ForeignState),
         }
     }
+    fn state_bytes(&self, state: &InferenceState) -> usize {
+        match state {
+            InferenceState::Cpu(s) => s.bytes(),
+            InferenceState::Device(s) => s.bytes(),
+        }
+    }
 }
 
 /// A note in beats from the song's start (quarter notes).
@@ -212,9 +226,15 @@ pub struct Generator<'m, M: WordModel = CpRnn> {
     position: Option<u32>,
     finish: Option<Finish>,
     error: Option<ModelError>,
-    /// With `remember_bars`: the state before every other Bar word (its index, the state having
-    /// fed the words before it), so `regenerate_from_bar` replays at most one bar.
+    /// With `remember_bars`: the state before every `bars_per_state`-th Bar word (its index,
+    /// the state having fed the words before it), so `regenerate_from_bar` replays fewer bars
+    /// than that.
     bar_states: Option<Vec<BarState<M::State>>>,
+    /// Bars between remembered states: `BARS_PER_STATE`, doubled each time the states would
+    /// pass `STATE_BUDGET`.
+    bars_per_state: u32,
+    /// The most bytes `bar_states` may hold.
+    state_budget: usize,
     /// Bar words among the fed words.
     fed_bars: u32,
     /// Words the song began with (its prime, or the kept bars of a regeneration).
@@ -230,8 +250,12 @@ struct BarState<S> {
     state: S,
 }
 
-/// Bars between the states `remember_bars` keeps (a state of `small` is ~400 KB).
+/// Bars between the states `remember_bars` keeps at first (a state of `small` is ~400 KB).
 const BARS_PER_STATE: u32 = 2;
+/// The most bytes of remembered states a song keeps by default: past it every other state is dropped and
+/// the spacing doubles (a `small-hybrid` state, with its softmax layers' keys and values, is
+/// ~4.5 MB; `small` never reaches it below ~300 bars).
+pub const STATE_BUDGET: usize = 128 << 20;
 
 /// Why a song cannot be regenerated from a bar.
 #[derive(Debug, thiserror::Error)]
@@ -279,6 +303,8 @@ impl<'m, M: WordModel> Generator<'m, M> {
             finish: None,
             error: None,
             bar_states: None,
+            bars_per_state: BARS_PER_STATE,
+            state_budget: STATE_BUDGET,
             fed_bars: 0,
             primed: words.len(),
             settings,
@@ -291,14 +317,28 @@ impl<'m, M: WordModel> Generator<'m, M> {
     }
 
     /// Keeps the model state at every other bar line from here on (the prime's bars included
-    /// when called first), so that `regenerate_from_bar` costs at most one bar of replay.
-    pub fn remember_bars(mut self) -> Result<Self, ModelError> {
+    /// when called first), so that `regenerate_from_bar` costs at most one bar of replay;
+    /// within `STATE_BUDGET` bytes of states (see `remember_bars_within`).
+    pub fn remember_bars(self) -> Result<Self, ModelError> {
+        self.remember_bars_within(STATE_BUDGET)
+    }
+
+    /// `remember_bars` within `budget` bytes of states: past it every other state is dropped
+    /// and the spacing doubles, so a regeneration replays more bars but memory stays bounded.
+    pub fn remember_bars_within(mut self, budget: usize) -> Result<Self, ModelError> {
         let upto = self.fed;
         self.bar_states = Some(Vec::new());
+        self.state_budget = budget;
+        self.bars_per_state = BARS_PER_STATE;
         self.state = self.model.new_state()?;
         (self.fed, self.fed_bars) = (0, 0);
         self.feed_to(upto)?;
         Ok(self)
+    }
+
+    /// Bytes of the states `remember_bars` keeps now.
+    pub fn remembered_bytes(&self) -> usize {
+        self.bar_states.iter().flatten().map(|s| self.model.state_bytes(&s.state)).sum()
     }
 
     /// Feeds the words from `fed` up to (not including) `upto`, keeping bar states on the way.
@@ -316,8 +356,13 @@ impl<'m, M: WordModel> Generator<'m, M> {
         let word = self.words[self.fed];
         if word.is_bar() {
             if let Some(states) = &mut self.bar_states {
-                if self.fed_bars % BARS_PER_STATE == 0 && states.last().is_none_or(|s| s.index < self.fed) {
+                if self.fed_bars % self.bars_per_state == 0 && states.last().is_none_or(|s| s.index < self.fed) {
                     states.push(BarState { index: self.fed, bars_before: self.fed_bars, state: self.state.clone() });
+                    while states.iter().map(|s| self.model.state_bytes(&s.state)).sum::<usize>() > self.state_budget && states.len() > 1 {
+                        self.bars_per_state *= 2;
+                        let spacing = self.bars_per_state;
+                        states.retain(|s| s.bars_before % spacing == 0);
+                    }
                 }
             }
             self.fed_bars += 1;

@@ -65,12 +65,19 @@ fn a_prime_comes_out_unchanged_and_regenerating_from_a_bar_keeps_the_bars_before
 fn regenerating_from_bar_n_keeps_every_word_before_it_and_equals_a_primed_song() {
     let model = tiny_model(6);
     let settings = GenerationSettings { seed: 21, min_bars: 10, max_bars: Some(14), ..Default::default() };
-    for remember in [true, false] {
+    // Without remembered states, with them, and with a budget of three states (thinned to
+    // every 4th, then 8th bar as the song grows).
+    let state_bytes = model.new_state().bytes();
+    for budget in [None, Some(usize::MAX), Some(3 * state_bytes)] {
         let mut generator = Generator::new(&model, settings.clone());
-        if remember {
-            generator = generator.remember_bars().unwrap();
+        if let Some(budget) = budget {
+            generator = generator.remember_bars_within(budget).unwrap();
         }
         let original_grid = generator.run_to_end();
+        assert!(generator.remembered_bytes() <= budget.unwrap_or(0), "{} bytes of states", generator.remembered_bytes());
+        if budget == Some(usize::MAX) {
+            assert!(generator.remembered_bytes() >= 5 * state_bytes, "a state every other bar of 10 or more");
+        }
         let original = generator.words().to_vec();
         assert!(original_grid.bars >= 10, "the tiny model wrote {} bars", original_grid.bars);
         // Bars 9, then 4, then 1 (the whole song), each from the song the last one left.

@@ -96,6 +96,26 @@ pub struct Rows {
     scores: Vec<f32>,
 }
 
+impl RnnState {
+    /// Bytes this state holds (its memory, hidden state and work buffers).
+    pub fn bytes(&self) -> usize {
+        let memory: usize = self
+            .memory
+            .iter()
+            .map(|m| match m {
+                Memory::Sums { s, z } => s.len() + z.len(),
+                Memory::Window { keys, values } => keys.len() + values.len(),
+            })
+            .sum();
+        let r = &self.rows;
+        let rows = [&r.emb, &r.x, &r.q, &r.k, &r.v, &r.q_phi, &r.k_phi, &r.att, &r.tmp, &r.ffn, &r.ffn_gelu, &r.concat, &r.conditioned, &r.logits, &r.scores]
+            .iter()
+            .map(|b| b.len())
+            .sum::<usize>();
+        (memory + self.hidden.len() + rows) * std::mem::size_of::<f32>()
+    }
+}
+
 impl Rows {
     /// Buffers for up to `n` songs (n <= `cpu::MAX_ROWS`).
     pub fn new(config: &Config, n: usize) -> Rows {

@@ -222,6 +222,21 @@ pub struct DeviceState {
     hidden: Tensor,
 }
 
+impl DeviceState {
+    /// Bytes this state holds on its device.
+    pub fn bytes(&self) -> usize {
+        let memory: usize = self
+            .memory
+            .iter()
+            .map(|m| match m {
+                Memory::Sums { s, z } => s.elem_count() + z.elem_count(),
+                Memory::Window { keys, values } => keys.iter().chain(values).map(Tensor::elem_count).sum(),
+            })
+            .sum();
+        (memory + self.hidden.elem_count()) * std::mem::size_of::<f32>()
+    }
+}
+
 /// `kept` with `new` appended along the words, keeping the last `window`.
 fn append_window(kept: &Option<Tensor>, new: &Tensor, window: usize) -> Result<Tensor> {
     let all = match kept {
