@@ -290,6 +290,9 @@ impl cp_piano::generate::WordModel for FixedModel {
         }
         Ok(())
     }
+    fn state_bytes(&self, _: &()) -> usize {
+        0
+    }
 }
 
 #[test]

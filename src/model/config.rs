@@ -135,7 +135,7 @@ impl Config {
 
     /// Checks the sizes fit together.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.n_heads == 0 || self.d_model % self.n_heads != 0 {
+        if self.n_heads == 0 || !self.d_model.is_multiple_of(self.n_heads) {
             return Err(ConfigError::HeadsDoNotDivide { d_model: self.d_model, n_heads: self.n_heads });
         }
         if self.vocab_sizes != FAMILY_SIZES {
