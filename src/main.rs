@@ -170,6 +170,11 @@ enum Command {
         /// Replaces the nucleus threshold of the families that use one (REMI-XL: its 0.9).
         #[arg(long)]
         top_p: Option<f32>,
+        /// One family's sampling, after --temperature and --top-p: FAMILY=TEMPERATURE[:TOP_P],
+        /// e.g. velocity=1.5 or duration=1:0.8 (TOP_P "none": the whole distribution). Families:
+        /// tempo, chord, bar-beat, type, pitch, duration, velocity. Repeatable.
+        #[arg(long = "family", value_name = "FAMILY=T[:P]")]
+        families: Vec<cp_piano::generate::sampling::FamilyOverride>,
         /// A MIDI clip to continue (or a song to regenerate from a bar, with --prime-bars).
         #[arg(long)]
         prime: Option<PathBuf>,
@@ -514,9 +519,9 @@ fn density(text: &str) -> std::result::Result<f32, String> {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Generate { out, model, seed, weights, max_words, max_bars, min_bars, temperature, top_p, prime, prime_bars, key, chords, chords_loop, chord_tones, hands, density, variations, precision, device } => {
-            if model == ModelKind::RemiXl && (chords.is_some() || prime_bars.is_some() || density != 0.0 || variations.is_some()) {
-                anyhow::bail!("--chords, --prime-bars, --density and --variations steer the CP model; the REMI-XL baseline takes none of them");
+        Command::Generate { out, model, seed, weights, max_words, max_bars, min_bars, temperature, top_p, families, prime, prime_bars, key, chords, chords_loop, chord_tones, hands, density, variations, precision, device } => {
+            if model == ModelKind::RemiXl && (chords.is_some() || prime_bars.is_some() || density != 0.0 || variations.is_some() || !families.is_empty()) {
+                anyhow::bail!("--chords, --prime-bars, --density, --variations and --family steer the CP model; the REMI-XL baseline takes none of them");
             }
             if model == ModelKind::RemiXl {
                 // The baseline's own settings: one sampling for every token, a cap in tokens.
@@ -535,7 +540,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             let settings = GenerationSettings {
                 seed,
-                sampling: SamplingSettings::default().adjusted(temperature, top_p),
+                sampling: SamplingSettings::default().adjusted(temperature, top_p).with_overrides(&families),
                 max_words: max_words.unwrap_or(GenerationSettings::default().max_words),
                 max_bars,
                 min_bars,

@@ -4,7 +4,7 @@
 //! generator. Masked logits (-inf) are never drawn. No allocation per call: scratch space is
 //! passed in.
 
-use crate::tokens::cp::FAMILIES;
+use crate::tokens::cp::{Family, FAMILIES};
 use crate::model::init::Rng;
 
 /// How one family is sampled.
@@ -51,6 +51,56 @@ impl SamplingSettings {
                 if (current - 0.9).abs() < 1e-6 {
                     f.top_p = Some(p.clamp(0.0, 1.0));
                 }
+            }
+        }
+        self
+    }
+}
+
+/// One family's sampling set by hand: `velocity=1.5` (a temperature) or `duration=1.0:0.8` (a
+/// temperature and a nucleus threshold; `:none` samples from the whole distribution).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FamilyOverride {
+    pub family: Family,
+    pub temperature: f32,
+    /// `None`: the family keeps its nucleus; `Some(None)`: no nucleus.
+    pub top_p: Option<Option<f32>>,
+}
+
+impl std::str::FromStr for FamilyOverride {
+    type Err = String;
+    fn from_str(text: &str) -> Result<FamilyOverride, String> {
+        let names = Family::ALL.map(Family::name).join(", ");
+        let (name, value) = text.split_once('=').ok_or_else(|| format!("{text:?}: expected FAMILY=TEMPERATURE[:TOP_P], e.g. velocity=1.5"))?;
+        let family = Family::ALL.into_iter().find(|f| f.name() == name.trim()).ok_or_else(|| format!("{name:?} is not a family ({names})"))?;
+        let (temperature, top_p) = match value.split_once(':') {
+            Some((t, p)) => (t, Some(p)),
+            None => (value, None),
+        };
+        let temperature: f32 = temperature.trim().parse().map_err(|_| format!("{temperature:?} is not a temperature"))?;
+        if !(temperature > 0.0 && temperature.is_finite()) {
+            return Err(format!("the temperature must be above 0 (got {temperature})"));
+        }
+        let top_p = match top_p.map(str::trim) {
+            None => None,
+            Some("none") => Some(None),
+            Some(p) => match p.parse::<f32>() {
+                Ok(p) if p > 0.0 && p <= 1.0 => Some(Some(p)),
+                _ => return Err(format!("{p:?} is not a nucleus threshold in (0, 1] or none")),
+            },
+        };
+        Ok(FamilyOverride { family, temperature, top_p })
+    }
+}
+
+impl SamplingSettings {
+    /// These settings with `overrides` applied in order (a later one for the same family wins).
+    pub fn with_overrides(mut self, overrides: &[FamilyOverride]) -> SamplingSettings {
+        for o in overrides {
+            let f = &mut self.families[o.family.index()];
+            f.temperature = o.temperature;
+            if let Some(top_p) = o.top_p {
+                f.top_p = top_p;
             }
         }
         self
@@ -112,6 +162,22 @@ pub fn sample(logits: &mut [f32], how: FamilySampling, rng: &mut Rng, scratch: &
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_family_override_sets_that_family_alone_and_bad_text_is_refused() {
+        let set = |text: &str| SamplingSettings::default().with_overrides(&[text.parse().unwrap()]);
+        let default = SamplingSettings::default();
+        let velocity = set("velocity=1.5");
+        assert_eq!(velocity.families[Family::Velocity.index()], FamilySampling { temperature: 1.5, top_p: None });
+        assert_eq!(velocity.families[..Family::Velocity.index()], default.families[..Family::Velocity.index()]);
+        assert_eq!(set("duration=1:0.8").families[Family::Duration.index()], FamilySampling { temperature: 1.0, top_p: Some(0.8) });
+        assert_eq!(set("pitch=0.9:none").families[Family::Pitch.index()], FamilySampling { temperature: 0.9, top_p: None });
+        assert_eq!(set("pitch=0.9").families[Family::Pitch.index()].top_p, Some(0.9), "the nucleus stays unless given");
+        for bad in ["velocity", "loudness=1", "velocity=0", "velocity=x", "pitch=1:1.5", "pitch=1:0"] {
+            assert!(bad.parse::<FamilyOverride>().is_err(), "{bad} was accepted");
+        }
+        assert!("loudness=1".parse::<FamilyOverride>().unwrap_err().contains("velocity"), "the error lists the families");
+    }
 
     #[test]
     fn nucleus_keeps_up_to_the_first_crossing_and_masks_hold() {
