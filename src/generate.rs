@@ -356,7 +356,7 @@ impl<'m, M: WordModel> Generator<'m, M> {
         let word = self.words[self.fed];
         if word.is_bar() {
             if let Some(states) = &mut self.bar_states {
-                if self.fed_bars % self.bars_per_state == 0 && states.last().is_none_or(|s| s.index < self.fed) {
+                if self.fed_bars.is_multiple_of(self.bars_per_state) && states.last().is_none_or(|s| s.index < self.fed) {
                     states.push(BarState { index: self.fed, bars_before: self.fed_bars, state: self.state.clone() });
                     while states.iter().map(|s| self.model.state_bytes(&s.state)).sum::<usize>() > self.state_budget && states.len() > 1 {
                         self.bars_per_state *= 2;

@@ -81,7 +81,7 @@ fn notes_land_on_exact_samples_at_any_tempo_rate_and_block_size() {
                 let mut engine = loaded(&song(), Some(32.0));
                 let seconds = (4.0 + 34.0) * 60.0 / tempo;
                 let events = play_constant(&mut engine, tempo, rate, block, seconds);
-                let ons: Vec<(u64, u8)> = events.iter().filter_map(|&(at, e)| matches!(e, NoteOut::On { .. }).then(|| (at, match e { NoteOut::On { pitch, .. } => pitch, _ => 0 }))).collect();
+                let ons: Vec<(u64, u8)> = events.iter().filter(|&&(_, e)| matches!(e, NoteOut::On { .. })).map(|&(at, e)| (at, match e { NoteOut::On { pitch, .. } => pitch, _ => 0 })).collect();
                 assert_eq!(ons.len(), 32, "tempo {tempo} rate {rate} block {block}");
                 for (i, &(at, pitch)) in ons.iter().enumerate() {
                     let expected = ((4.0 + i as f64) * 60.0 / tempo * rate).round() as u64;

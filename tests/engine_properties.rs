@@ -65,9 +65,9 @@ fn script(rng: &mut Rng) -> Script {
         let tempo = 40.0 + rng.uniform() * 200.0;
         let samples = block as u64 * (5 + rng.next_u64() % 60);
         let step = match rng.next_u64() % 10 {
-            0 | 1 | 2 => {
+            0..=2 => {
                 let position = rng.uniform() * beats;
-                let loop_range = (rng.next_u64() % 2 == 0).then(|| {
+                let loop_range = rng.next_u64().is_multiple_of(2).then(|| {
                     let a = position - rng.uniform() * 4.0;
                     (a, position + 0.01 + rng.uniform() * 6.0)
                 });
@@ -77,7 +77,7 @@ fn script(rng: &mut Rng) -> Script {
             5 => Step::Stop,
             6 => Step::Suspend,
             7 => Step::Channel((rng.next_u64() % 16) as u8),
-            8 => Step::LeftHand((rng.next_u64() % 2 == 0).then(|| (rng.next_u64() % 16) as u8)),
+            8 => Step::LeftHand(rng.next_u64().is_multiple_of(2).then(|| (rng.next_u64() % 16) as u8)),
             _ => Step::StartBeat((rng.next_u64() % 3) as f64 * 4.0),
         };
         steps.push(step);
@@ -206,7 +206,7 @@ fn run(s: &Script, rng: &mut Rng, split: bool, behind: bool) -> Run {
                     }
                 }
             }
-            if behind && fed < s.notes.len() && rng.next_u64() % 3 == 0 {
+            if behind && fed < s.notes.len() && rng.next_u64().is_multiple_of(3) {
                 let more = (fed + 1 + (rng.next_u64() % 8) as usize).min(s.notes.len());
                 for note in &s.notes[fed..more] {
                     engine.receive(SongEvent::Note(*note));

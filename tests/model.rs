@@ -55,7 +55,7 @@ fn the_paper_preset_has_exactly_39_016_630_parameters() {
 
 #[test]
 fn the_built_paper_model_has_the_counted_parameters() {
-    let model = Trainable::new(&Config::paper(), 0, &Device::Cpu).unwrap();
+    let model = Trainable::new(Config::paper(), 0, &Device::Cpu).unwrap();
     assert_eq!(model.parameter_count(), 39_016_630);
 }
 

@@ -119,8 +119,8 @@ fn the_vst3_plugin_plays_the_song_on_exact_samples() {
         let mut out: Vec<(bool, u64, i16)> = Vec::new();
         let run = |playing: bool, sample: u64, out: &mut Vec<(bool, u64, i16)>| {
             let mut context: ProcessContext = std::mem::zeroed();
-            context.state = (ProcessContext_::StatesAndFlags_::kTempoValid | ProcessContext_::StatesAndFlags_::kProjectTimeMusicValid) as u32
-                | if playing { ProcessContext_::StatesAndFlags_::kPlaying as u32 } else { 0 };
+            context.state = (ProcessContext_::StatesAndFlags_::kTempoValid | ProcessContext_::StatesAndFlags_::kProjectTimeMusicValid)
+                | if playing { ProcessContext_::StatesAndFlags_::kPlaying } else { 0 };
             context.sampleRate = rate;
             context.tempo = tempo;
             context.projectTimeSamples = sample as i64;

@@ -199,7 +199,7 @@ impl Dataset {
             return bad("its vocabulary differs from this build's");
         }
         let data = &bytes[16 + len..];
-        if data.len() % 2 != 0 {
+        if !data.len().is_multiple_of(2) {
             return bad("token data has an odd number of bytes");
         }
         let tokens: Vec<u16> = data.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();

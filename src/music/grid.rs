@@ -52,7 +52,7 @@ pub fn duration_ticks(bin: u8) -> u32 {
 
 /// Velocity bin: snapped to steps of 2, clamped to [40, 86], as 0..24.
 pub fn velocity_bin(velocity: u8) -> u8 {
-    let snapped = ((velocity as u32 + 1) / 2 * 2) as u8;
+    let snapped = ((velocity as u32).div_ceil(2) * 2) as u8;
     (snapped.clamp(VELOCITY_MIN, VELOCITY_MAX) - VELOCITY_MIN) / 2
 }
 

@@ -100,7 +100,7 @@ pub fn decode(tokens: &[u16]) -> Decoded {
             t if t < TEMPO && position.is_some() => {
                 builder.slot(position.unwrap()).chord = Chord::from_index((t - CHORD) as usize);
             }
-            t if t < PITCH && t >= TEMPO && position.is_some() => {
+            t if (TEMPO..PITCH).contains(&t) && position.is_some() => {
                 builder.slot(position.unwrap()).tempo = Some((t - TEMPO) as u8);
             }
             t if (PITCH..VELOCITY).contains(&t) && position.is_some() => {
