@@ -19,7 +19,7 @@ use crate::model::config::Config;
 use crate::model::cp_transformer::{Attention, ATTENTION_EPS, AFTER_TYPE};
 use crate::model::fused::activation::gelu_slice as gelu;
 use crate::model::fused::attention::phi;
-use crate::model::fused::simd::{isa, Isa};
+use crate::model::fused::simd::{isa, lane_dot, Isa};
 use crate::model::fused::window::softmax_in_place;
 use crate::model::cpu::{add_positional_encoding, layer_norm, sinusoid_rates, tensor_f32, expect_shape, Linear, LoadError, Norm, Precision, MAX_ROWS};
 
@@ -154,11 +154,7 @@ fn attend(s: &mut [f32], z: &mut [f32], q: &[f32], k: &[f32], v: &[f32], out: &m
         assert!(s.len() == dh * dh && z.len() == dh && k.len() == dh && v.len() == dh && out.len() == dh);
         z.iter_mut().zip(k).for_each(|(z, k)| *z += k);
         // phi(q)^T z in 16 partial sums, then those in order.
-        let mut lanes = [0f32; 16];
-        for (i, (a, b)) in q.iter().zip(z.iter()).enumerate() {
-            lanes[i % 16] += a * b;
-        }
-        let den = lanes.iter().sum::<f32>() + ATTENTION_EPS as f32;
+        let den = lane_dot(q, z) + ATTENTION_EPS as f32;
         // One pass over S: each row takes its k v^T term, then adds into phi(q)^T S.
         out.iter_mut().for_each(|o| *o = 0.0);
         for i in 0..dh {
@@ -198,12 +194,7 @@ fn attend_window(keys: &[f32], values: &[f32], d: usize, at: usize, q: &[f32], s
     fn dots(keys: &[f32], d: usize, at: usize, q: &[f32], scores: &mut [f32]) {
         let dh = q.len();
         for (word, score) in scores.iter_mut().enumerate() {
-            let k = &keys[word * d + at..word * d + at + dh];
-            let mut lanes = [0f32; 16];
-            for (i, (a, b)) in q.iter().zip(k).enumerate() {
-                lanes[i % 16] += a * b;
-            }
-            *score = lanes.iter().sum();
+            *score = lane_dot(q, &keys[word * d + at..word * d + at + dh]);
         }
     }
     #[inline(always)]

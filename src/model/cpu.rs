@@ -243,19 +243,11 @@ mod kernels {
 /// vectorise; every build gives the same numbers.
 pub fn layer_norm(x: &mut [f32], weight: &[f32], bias: &[f32]) {
     #[inline(always)]
-    fn sum(values: impl Iterator<Item = f32>) -> f32 {
-        let mut lanes = [0f32; 16];
-        for (i, v) in values.enumerate() {
-            lanes[i % 16] += v;
-        }
-        lanes.iter().sum()
-    }
-    #[inline(always)]
     fn body(x: &mut [f32], weight: &[f32], bias: &[f32]) {
         assert!(weight.len() == x.len() && bias.len() == x.len());
         let n = x.len() as f32;
-        let mean = sum(x.iter().copied()) / n;
-        let var = sum(x.iter().map(|v| (v - mean) * (v - mean))) / n;
+        let mean = lane_sum(x, |v| v) / n;
+        let var = lane_sum(x, |v| (v - mean) * (v - mean)) / n;
         let inv = 1.0 / (var + LN_EPS).sqrt();
         for ((v, w), b) in x.iter_mut().zip(weight).zip(bias) {
             *v = (*v - mean) * inv * w + b;
@@ -271,7 +263,7 @@ pub fn layer_norm(x: &mut [f32], weight: &[f32], bias: &[f32]) {
     unsafe fn avx2(x: &mut [f32], weight: &[f32], bias: &[f32]) {
         body(x, weight, bias)
     }
-    use crate::model::fused::simd::{isa, Isa};
+    use crate::model::fused::simd::{isa, lane_sum, Isa};
     match isa() {
         // SAFETY: the CPU has the features these builds were compiled for (`isa`).
         #[cfg(target_arch = "x86_64")]

@@ -52,6 +52,33 @@ pub fn erf(x: f32) -> f32 {
     }
 }
 
+/// sum f(x_i) with element i added into lane i % 16 in index order, then the 16 lanes in
+/// order. Written over whole groups of 16 so the loop vectorises (an `i % 16` index does not),
+/// and every build gives the same bits.
+#[inline(always)]
+pub fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut lanes = [0f32; 16];
+    let mut groups = x.chunks_exact(16);
+    for group in &mut groups {
+        lanes.iter_mut().zip(group).for_each(|(l, &v)| *l += f(v));
+    }
+    lanes.iter_mut().zip(groups.remainder()).for_each(|(l, &v)| *l += f(v));
+    lanes.iter().sum()
+}
+
+/// sum a_i b_i in the lanes of `lane_sum` (a and b of one length).
+#[inline(always)]
+pub fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let mut lanes = [0f32; 16];
+    let (mut ga, mut gb) = (a.chunks_exact(16), b.chunks_exact(16));
+    for (x, y) in (&mut ga).zip(&mut gb) {
+        lanes.iter_mut().zip(x.iter().zip(y)).for_each(|(l, (p, q))| *l += p * q);
+    }
+    lanes.iter_mut().zip(ga.remainder().iter().zip(gb.remainder())).for_each(|(l, (p, q))| *l += p * q);
+    lanes.iter().sum()
+}
+
 /// Which build of a kernel this CPU runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isa {

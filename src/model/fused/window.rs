@@ -31,15 +31,25 @@ pub struct WindowAttention {
 pub fn softmax_in_place(x: &mut [f32], scale: f32) {
     #[inline(always)]
     fn body(x: &mut [f32], scale: f32) {
+        // Whole groups of 16 in lanes (so the loops vectorise), then the rest, then the lanes.
         let mut lanes = [f32::NEG_INFINITY; 16];
-        for (i, v) in x.iter().enumerate() {
-            lanes[i % 16] = lanes[i % 16].max(*v);
+        let mut groups = x.chunks_exact(16);
+        for group in &mut groups {
+            lanes.iter_mut().zip(group).for_each(|(l, v)| *l = l.max(*v));
         }
+        lanes.iter_mut().zip(groups.remainder()).for_each(|(l, v)| *l = l.max(*v));
         let max = lanes.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) * scale;
         let mut sums = [0f32; 16];
-        for (i, v) in x.iter_mut().enumerate() {
+        let mut groups = x.chunks_exact_mut(16);
+        for group in &mut groups {
+            for (s, v) in sums.iter_mut().zip(group.iter_mut()) {
+                *v = simd::exp(*v * scale - max);
+                *s += *v;
+            }
+        }
+        for (s, v) in sums.iter_mut().zip(groups.into_remainder()) {
             *v = simd::exp(*v * scale - max);
-            sums[i % 16] += *v;
+            *s += *v;
         }
         let inv = 1.0 / sums.iter().sum::<f32>();
         x.iter_mut().for_each(|v| *v *= inv);
