@@ -281,6 +281,82 @@ pub fn song_endings(weights: &Weights, data: &dataset::Dataset, split: Split) ->
     })
 }
 
+/// How well the model predicts bars that repeat, teacher-forced on real songs: the mean loss
+/// (the seven families' cross-entropies, as in training) of the words of bars whose words repeat
+/// an earlier bar of the song exactly, against the words of the other bars. A model that copies
+/// what it has heard predicts the repeats far better than the rest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RepeatReport {
+    /// Words in repeating bars, and in the other bars (Bar words excluded).
+    pub repeated_words: usize,
+    pub other_words: usize,
+    pub repeated_loss: f64,
+    pub other_loss: f64,
+}
+
+/// `RepeatReport` for the CP model of `weights` on the songs of `split` (the recurrent model,
+/// f32, word by word).
+pub fn repeated_bars(weights: &Weights, data: &dataset::Dataset, split: Split) -> Result<RepeatReport> {
+    use crate::tokens::cp::{Family, Word, FAMILIES};
+    use std::collections::HashSet;
+    let config = weights.cp_config()?;
+    if data.representation != Representation::Cp {
+        return Err(EvalError::WrongData { kind: ModelKind::Cp, needs: Representation::Cp });
+    }
+    let model = CpRnn::from_tensors(&config, &weights.tensors, Precision::F32)?;
+    let songs: Vec<&dataset::SongEntry> = data.split(split).collect();
+    if songs.is_empty() {
+        return Err(EvalError::NoSongs(split));
+    }
+    let cross_entropy = |logits: &[f32], target: usize| -> f64 {
+        let top = logits.iter().fold(f32::MIN, |a, &b| a.max(b));
+        let total: f64 = logits.iter().map(|&l| ((l - top) as f64).exp()).sum();
+        total.ln() - (logits[target.min(logits.len() - 1)] - top) as f64
+    };
+    // Per song: (sum, count) of word losses in repeating bars, then in the others.
+    let per_song: Vec<[(f64, usize); 2]> = songs
+        .par_iter()
+        .map(|song| {
+            let words: Vec<Word> = data.song_tokens(song).chunks(FAMILIES).map(|w| Word(std::array::from_fn(|f| w[f]))).collect();
+            // Whether each word lies in a bar whose words (after its Bar word) repeat an earlier bar's.
+            let mut repeats = vec![false; words.len()];
+            let mut seen: HashSet<&[Word]> = HashSet::new();
+            let starts: Vec<usize> = (0..words.len()).filter(|&i| words[i].is_bar()).chain([words.len()]).collect();
+            for pair in starts.windows(2) {
+                let body = &words[pair[0] + 1..pair[1]];
+                if !body.is_empty() && !seen.insert(body) {
+                    repeats[pair[0] + 1..pair[1]].fill(true);
+                }
+            }
+            let mut state = model.new_state();
+            let mut type_logits = vec![0f32; 3];
+            let mut logits = model.logit_buffers();
+            let mut sums = [(0.0, 0usize); 2];
+            for i in 0..words.len().saturating_sub(1) {
+                model.step(&mut state, words[i]);
+                let next = words[i + 1];
+                if next.is_bar() {
+                    continue;
+                }
+                model.type_logits(&state, &mut type_logits);
+                let word_type = next.get(Family::Type);
+                model.family_logits(&mut state, word_type, &mut logits);
+                let mut loss = cross_entropy(&type_logits, word_type as usize);
+                for f in Family::ALL.into_iter().filter(|&f| f != Family::Type) {
+                    loss += cross_entropy(&logits[f.index()], next.get(f) as usize);
+                }
+                let slot = &mut sums[if repeats[i + 1] { 0 } else { 1 }];
+                slot.0 += loss / FAMILIES as f64;
+                slot.1 += 1;
+            }
+            sums
+        })
+        .collect();
+    let total = |k: usize| per_song.iter().fold((0.0, 0usize), |(s, n), song| (s + song[k].0, n + song[k].1));
+    let ((rs, rn), (os, on)) = (total(0), total(1));
+    Ok(RepeatReport { repeated_words: rn, other_words: on, repeated_loss: rs / rn.max(1) as f64, other_loss: os / on.max(1) as f64 })
+}
+
 /// What the comparison run uses.
 pub struct CompareOptions {
     pub songs: usize,

@@ -579,6 +579,13 @@ fn run(cli: Cli) -> Result<()> {
                     e.elsewhere_mean,
                     e.end_is_highest * 100.0
                 );
+                let r = cp_piano::eval::repeated_bars(&weights, &data, split)?;
+                println!(
+                    "bars that repeat an earlier bar exactly: {:.1} % of the words, loss {:.4} per word; the other bars: loss {:.4}",
+                    100.0 * r.repeated_words as f64 / (r.repeated_words + r.other_words).max(1) as f64,
+                    r.repeated_loss,
+                    r.other_loss
+                );
             }
             Ok(())
         }
