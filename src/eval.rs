@@ -230,23 +230,32 @@ pub struct EndingReport {
     pub end_is_highest: f64,
 }
 
-/// `EndingReport` for the CP model of `weights` on the songs of `split` (the recurrent model, f32,
-/// word by word on one thread).
-pub fn song_endings(weights: &Weights, data: &dataset::Dataset, split: Split) -> Result<EndingReport> {
-    use crate::tokens::cp::{Word, FAMILIES, TYPE_EOS};
+/// The CP model of `weights` in recurrent form (f32) and the songs of `split` as words, for
+/// the word-by-word teacher-forced measurements.
+fn recurrent_model_and_songs(weights: &Weights, data: &dataset::Dataset, split: Split) -> Result<(CpRnn, Vec<Vec<cp::Word>>)> {
     let config = weights.cp_config()?;
     if data.representation != Representation::Cp {
         return Err(EvalError::WrongData { kind: ModelKind::Cp, needs: Representation::Cp });
     }
     let model = CpRnn::from_tensors(&config, &weights.tensors, Precision::F32)?;
-    let songs: Vec<&dataset::SongEntry> = data.split(split).collect();
+    let songs: Vec<Vec<cp::Word>> = data
+        .split(split)
+        .map(|song| data.song_tokens(song).chunks(cp::FAMILIES).map(|w| cp::Word(std::array::from_fn(|f| w[f]))).collect())
+        .collect();
     if songs.is_empty() {
         return Err(EvalError::NoSongs(split));
     }
+    Ok((model, songs))
+}
+
+/// `EndingReport` for the CP model of `weights` on the songs of `split` (the recurrent model, f32,
+/// word by word on one thread).
+pub fn song_endings(weights: &Weights, data: &dataset::Dataset, split: Split) -> Result<EndingReport> {
+    use crate::tokens::cp::TYPE_EOS;
+    let (model, songs) = recurrent_model_and_songs(weights, data, split)?;
     let per_song: Vec<(Option<f64>, Vec<f64>)> = songs
         .par_iter()
-        .map(|song| {
-            let words: Vec<Word> = data.song_tokens(song).chunks(FAMILIES).map(|w| Word(std::array::from_fn(|f| w[f]))).collect();
+        .map(|words| {
             let mut state = model.new_state();
             let mut logits = vec![0f32; 3];
             let (mut end, mut elsewhere) = (None, Vec::new());
@@ -299,15 +308,7 @@ pub struct RepeatReport {
 pub fn repeated_bars(weights: &Weights, data: &dataset::Dataset, split: Split) -> Result<RepeatReport> {
     use crate::tokens::cp::{Family, Word, FAMILIES};
     use std::collections::HashSet;
-    let config = weights.cp_config()?;
-    if data.representation != Representation::Cp {
-        return Err(EvalError::WrongData { kind: ModelKind::Cp, needs: Representation::Cp });
-    }
-    let model = CpRnn::from_tensors(&config, &weights.tensors, Precision::F32)?;
-    let songs: Vec<&dataset::SongEntry> = data.split(split).collect();
-    if songs.is_empty() {
-        return Err(EvalError::NoSongs(split));
-    }
+    let (model, songs) = recurrent_model_and_songs(weights, data, split)?;
     let cross_entropy = |logits: &[f32], target: usize| -> f64 {
         let top = logits.iter().fold(f32::MIN, |a, &b| a.max(b));
         let total: f64 = logits.iter().map(|&l| ((l - top) as f64).exp()).sum();
@@ -316,8 +317,7 @@ pub fn repeated_bars(weights: &Weights, data: &dataset::Dataset, split: Split) -
     // Per song: (sum, count) of word losses in repeating bars, then in the others.
     let per_song: Vec<[(f64, usize); 2]> = songs
         .par_iter()
-        .map(|song| {
-            let words: Vec<Word> = data.song_tokens(song).chunks(FAMILIES).map(|w| Word(std::array::from_fn(|f| w[f]))).collect();
+        .map(|words| {
             // Whether each word lies in a bar whose words (after its Bar word) repeat an earlier bar's.
             let mut repeats = vec![false; words.len()];
             let mut seen: HashSet<&[Word]> = HashSet::new();

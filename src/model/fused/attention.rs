@@ -49,17 +49,22 @@ fn copy(x: &[f32], out: &mut [f32]) {
 
 /// One (sequence, head): its columns of a (time, d) buffer.
 #[derive(Clone, Copy)]
-struct Head {
+pub(super) struct Head {
     /// Offset of the head's first element in the (batch, time, d) buffer.
-    offset: usize,
-    time: usize,
-    d: usize,
-    dh: usize,
+    pub(super) offset: usize,
+    pub(super) time: usize,
+    pub(super) d: usize,
+    pub(super) dh: usize,
 }
 
 impl Head {
     fn view<'a>(&self, buf: &'a [f32]) -> Mat<'a> {
-        Mat::rows(&buf[self.offset..], self.time, self.dh, self.d)
+        self.rows(buf, 0, self.time)
+    }
+
+    /// Rows `from..from + rows` of the head's columns.
+    pub(super) fn rows<'a>(&self, buf: &'a [f32], from: usize, rows: usize) -> Mat<'a> {
+        Mat::rows(&buf[self.offset + from * self.d..], rows, self.dh, self.d)
     }
 
     /// The head's columns, copied out contiguous (time, dh), through `f`.
@@ -73,7 +78,7 @@ impl Head {
     }
 
     /// Writes a contiguous (time, dh) block back into the head's columns.
-    fn scatter(&self, block: &[f32], buf: &mut [f32]) {
+    pub(super) fn scatter(&self, block: &[f32], buf: &mut [f32]) {
         for (t, row) in block.chunks(self.dh).enumerate() {
             let at = self.offset + t * self.d;
             buf[at..at + self.dh].copy_from_slice(row);
@@ -81,7 +86,7 @@ impl Head {
     }
 }
 
-fn heads_of(batch: usize, time: usize, d: usize, heads: usize) -> Vec<Head> {
+pub(super) fn heads_of(batch: usize, time: usize, d: usize, heads: usize) -> Vec<Head> {
     let dh = d / heads;
     (0..batch * heads).map(|i| Head { offset: (i / heads) * time * d + (i % heads) * dh, time, d, dh }).collect()
 }

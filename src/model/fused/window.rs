@@ -13,6 +13,7 @@
 use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::attention::{heads_of, Head};
 use super::linear::{matmul, Mat, Threads};
 use super::simd::{self, isa, Isa};
 use super::{contiguous_f32, with_f32};
@@ -72,35 +73,6 @@ pub fn softmax_in_place(x: &mut [f32], scale: f32) {
         Isa::Avx2 => unsafe { avx2(x, scale) },
         _ => body(x, scale),
     }
-}
-
-/// One (sequence, head): its columns of a (time, d) buffer.
-#[derive(Clone, Copy)]
-struct Head {
-    offset: usize,
-    time: usize,
-    d: usize,
-    dh: usize,
-}
-
-impl Head {
-    /// Rows `from..from + rows` of the head's columns.
-    fn rows<'a>(&self, buf: &'a [f32], from: usize, rows: usize) -> Mat<'a> {
-        Mat::rows(&buf[self.offset + from * self.d..], rows, self.dh, self.d)
-    }
-
-    /// Writes a contiguous (time, dh) block into the head's columns.
-    fn scatter(&self, block: &[f32], buf: &mut [f32]) {
-        for (t, row) in block.chunks(self.dh).enumerate() {
-            let at = self.offset + t * self.d;
-            buf[at..at + self.dh].copy_from_slice(row);
-        }
-    }
-}
-
-fn heads_of(batch: usize, time: usize, d: usize, heads: usize) -> Vec<Head> {
-    let dh = d / heads;
-    (0..batch * heads).map(|i| Head { offset: (i / heads) * time * d + (i % heads) * dh, time, d, dh }).collect()
 }
 
 /// The query chunks of a head: (first query, queries, first key, keys).
