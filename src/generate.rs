@@ -252,9 +252,9 @@ struct BarState<S> {
 
 /// Bars between the states `remember_bars` keeps at first (a state of `small` is ~400 KB).
 const BARS_PER_STATE: u32 = 2;
-/// The most bytes of remembered states a song keeps by default: past it every other state is dropped and
-/// the spacing doubles (a `small-hybrid` state, with its softmax layers' keys and values, is
-/// ~4.5 MB; `small` never reaches it below ~300 bars).
+/// The most bytes of remembered states a song keeps by default: past it every other state is
+/// dropped and the spacing doubles (a `small-hybrid` state, with its softmax layers' keys and
+/// values, is ~4.5 MB; `small` never reaches it below ~300 bars).
 pub const STATE_BUDGET: usize = 128 << 20;
 
 /// Why a song cannot be regenerated from a bar.

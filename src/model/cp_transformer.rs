@@ -10,8 +10,8 @@
 //! prefix states across chunks; this is exactly the recurrence of `cp_rnn` (a test checks it).
 //! The layers a hybrid config names (`Config::softmax_layers`) attend instead by causal softmax
 //! over the last `Config::window` words (`fused::window_attention`); in recurrent form they
-//! keep those words' keys and values. `step` is that
-//! recurrence on the model's own device, which is how generation runs on CUDA. This module
+//! keep those words' keys and values. `step` is the recurrence on the model's own device,
+//! which is how generation runs on CUDA. This module
 //! knows tensors and the CP vocabulary only: no plugin, no files besides safetensors.
 
 use candle_core::{DType, Device, Module, Result, Tensor, D};
