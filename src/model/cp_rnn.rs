@@ -92,7 +92,7 @@ pub struct Rows {
     concat: Vec<f32>,
     conditioned: Vec<f32>,
     logits: Vec<f32>,
-    /// One head's attention weights over a window.
+    /// Each head's attention weights over a window (heads x window).
     scores: Vec<f32>,
 }
 
@@ -138,7 +138,7 @@ impl Rows {
             concat: vec![0.0; n * (d + config.emb_sizes[Family::Type.index()])],
             conditioned: vec![0.0; n * d],
             logits: vec![0.0; n * widest_head],
-            scores: vec![0.0; if config.softmax_layers.is_empty() { 0 } else { config.window }],
+            scores: vec![0.0; if config.softmax_layers.is_empty() { 0 } else { config.n_heads * config.window }],
         }
     }
 }
@@ -186,50 +186,73 @@ fn attend(s: &mut [f32], z: &mut [f32], q: &[f32], k: &[f32], v: &[f32], out: &m
     }
 }
 
-/// Softmax attention of one head's query over the `scores.len()` words of a window ring:
-/// `keys` and `values` hold one word per row of `d` floats, the head's columns from `at`.
-/// `scores` is work space; the result goes to `out`.
-fn attend_window(keys: &[f32], values: &[f32], d: usize, at: usize, q: &[f32], scores: &mut [f32], out: &mut [f32]) {
+/// Softmax attention of one word's queries (`q`: all heads side by side, `dh` each) over the
+/// first `words` rows of a window ring: `keys` and `values` hold one word per row of `q.len()`
+/// floats. Each pass reads the rows in order, all heads at once. `scores` is work space (heads x
+/// window); the result goes to `out`. Per head this is softmax(q . k / sqrt(dh)) over the rows,
+/// each score a `lane_dot`, and each output summed over the rows in order.
+fn attend_window(keys: &[f32], values: &[f32], dh: usize, words: usize, q: &[f32], scores: &mut [f32], out: &mut [f32]) {
     #[inline(always)]
-    fn dots(keys: &[f32], d: usize, at: usize, q: &[f32], scores: &mut [f32]) {
-        let dh = q.len();
-        for (word, score) in scores.iter_mut().enumerate() {
-            *score = lane_dot(q, &keys[word * d + at..word * d + at + dh]);
+    fn dots(keys: &[f32], dh: usize, words: usize, q: &[f32], scores: &mut [f32]) {
+        let (d, window) = (q.len(), scores.len() / (q.len() / dh));
+        for (word, row) in keys.chunks_exact(d).take(words).enumerate() {
+            for (head, (q, k)) in q.chunks_exact(dh).zip(row.chunks_exact(dh)).enumerate() {
+                scores[head * window + word] = lane_dot(q, k);
+            }
         }
     }
     #[inline(always)]
-    fn mix(values: &[f32], d: usize, at: usize, scores: &[f32], out: &mut [f32]) {
-        let dh = out.len();
+    fn mix(values: &[f32], dh: usize, words: usize, scores: &[f32], out: &mut [f32]) {
+        let window = scores.len() / (out.len() / dh);
         out.iter_mut().for_each(|o| *o = 0.0);
-        for (word, p) in scores.iter().enumerate() {
-            for (o, v) in out.iter_mut().zip(&values[word * d + at..word * d + at + dh]) {
-                *o += p * v;
+        for (word, row) in values.chunks_exact(out.len()).take(words).enumerate() {
+            for (head, (out, v)) in out.chunks_exact_mut(dh).zip(row.chunks_exact(dh)).enumerate() {
+                let p = scores[head * window + word];
+                out.iter_mut().zip(v).for_each(|(o, v)| *o += p * v);
             }
         }
     }
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-    unsafe fn dots_avx512(keys: &[f32], d: usize, at: usize, q: &[f32], scores: &mut [f32]) {
-        dots(keys, d, at, q, scores)
+    unsafe fn dots_avx512(keys: &[f32], dh: usize, words: usize, q: &[f32], scores: &mut [f32]) {
+        dots(keys, dh, words, q, scores)
     }
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-    unsafe fn mix_avx512(values: &[f32], d: usize, at: usize, scores: &[f32], out: &mut [f32]) {
-        mix(values, d, at, scores, out)
+    unsafe fn mix_avx512(values: &[f32], dh: usize, words: usize, scores: &[f32], out: &mut [f32]) {
+        mix(values, dh, words, scores, out)
     }
-    let scale = 1.0 / (q.len() as f32).sqrt();
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dots_avx2(keys: &[f32], dh: usize, words: usize, q: &[f32], scores: &mut [f32]) {
+        dots(keys, dh, words, q, scores)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn mix_avx2(values: &[f32], dh: usize, words: usize, scores: &[f32], out: &mut [f32]) {
+        mix(values, dh, words, scores, out)
+    }
+    let (heads, window) = (q.len() / dh, scores.len() / (q.len() / dh));
+    assert!(q.len() == out.len() && q.len().is_multiple_of(dh) && words <= window && keys.len() >= words * q.len() && values.len() >= words * q.len());
     match isa() {
         // SAFETY: the CPU has the features these builds were compiled for (`isa`).
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { dots_avx512(keys, d, at, q, scores) },
-        _ => dots(keys, d, at, q, scores),
+        Isa::Avx512 => unsafe { dots_avx512(keys, dh, words, q, scores) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { dots_avx2(keys, dh, words, q, scores) },
+        _ => dots(keys, dh, words, q, scores),
     }
-    softmax_in_place(scores, scale);
+    let scale = 1.0 / (dh as f32).sqrt();
+    for head in 0..heads {
+        softmax_in_place(&mut scores[head * window..head * window + words], scale);
+    }
     match isa() {
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { mix_avx512(values, d, at, scores, out) },
-        _ => mix(values, d, at, scores, out),
+        Isa::Avx512 => unsafe { mix_avx512(values, dh, words, scores, out) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { mix_avx2(values, dh, words, scores, out) },
+        _ => mix(values, dh, words, scores, out),
     }
 }
 
@@ -377,10 +400,7 @@ impl CpRnn {
                         keys[slot * d..(slot + 1) * d].copy_from_slice(&rows.k[j * d..(j + 1) * d]);
                         values[slot * d..(slot + 1) * d].copy_from_slice(&rows.v[j * d..(j + 1) * d]);
                         let words = (position + 1).min(window);
-                        for head in 0..h {
-                            let at = j * d + head * dh;
-                            attend_window(keys, values, d, head * dh, &rows.q[at..at + dh], &mut rows.scores[..words], &mut rows.att[at..at + dh]);
-                        }
+                        attend_window(keys, values, dh, words, &rows.q[j * d..(j + 1) * d], &mut rows.scores, &mut rows.att[j * d..(j + 1) * d]);
                     }
                 }
             }

@@ -203,16 +203,25 @@ impl QuantiseBuffer {
     }
 }
 
-/// Quantises rows of inputs: with AVX-512 where the CPU has it, else in plain Rust (the same
-/// numbers either way).
+/// Quantises rows of inputs: with AVX-512 or AVX2 where the CPU has it, else in plain Rust (the
+/// same numbers in every build).
 fn quantise_rows(xs: &[f32], cols: usize, blocks: usize, bytes: &mut [i8], scales: &mut [f32], sums: &mut [i32]) {
+    quantise_rows_with(isa(), xs, cols, blocks, bytes, scales, sums)
+}
+
+/// `quantise_rows` by the build for `isa` (one this CPU can run).
+fn quantise_rows_with(isa: Isa, xs: &[f32], cols: usize, blocks: usize, bytes: &mut [i8], scales: &mut [f32], sums: &mut [i32]) {
     let rows = xs.len() / cols;
     assert!(xs.len().is_multiple_of(cols) && bytes.len() == rows * blocks * BLOCK && scales.len() == rows * blocks && sums.len() == rows * blocks && blocks * BLOCK >= cols);
-    match isa() {
-        // SAFETY: the CPU has AVX-512F (`isa`); the assertion above bounds every store, and the
-        // masked loads read only the `cols` values of each row.
+    match isa {
+        // SAFETY: the CPU has AVX-512F (`isa`, or the tests' own detection); the assertion above
+        // bounds every store, and the masked loads read only the `cols` values of each row.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => unsafe { quantise_rows_avx512(xs, cols, blocks, bytes, scales, sums) },
+        // SAFETY: as above with AVX2; the loads read whole blocks inside each row only, and a
+        // row's last partial block is copied into a zeroed block first.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { quantise_rows_avx2(xs, cols, blocks, bytes, scales, sums) },
         _ => quantise_rows_portable(xs, cols, blocks, bytes, scales, sums),
     }
 }
@@ -259,6 +268,48 @@ unsafe fn quantise_rows_avx512(xs: &[f32], cols: usize, blocks: usize, bytes: &m
             }
             scales[j * blocks + b] = scale;
             sums[j * blocks + b] = sum;
+        }
+    }
+}
+
+/// AVX2: a block is four registers of 8; the same operations as `quantise_block` (the
+/// conversion rounds to nearest even, as `round_ties_even`; the clamped values pack to bytes
+/// exactly).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantise_rows_avx2(xs: &[f32], cols: usize, blocks: usize, bytes: &mut [i8], scales: &mut [f32], sums: &mut [i32]) {
+    use std::arch::x86_64::*;
+    let (low, high) = (_mm256_set1_epi32(-127), _mm256_set1_epi32(127));
+    let magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
+    // `packs` interleaves the 128-bit lanes; this puts the four-byte groups back in order.
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (j, x) in xs.chunks(cols).enumerate() {
+        for b in 0..blocks {
+            let start = b * BLOCK;
+            let mut tail = [0f32; BLOCK];
+            let block = if start + BLOCK <= cols {
+                x.as_ptr().add(start)
+            } else {
+                tail[..cols - start].copy_from_slice(&x[start..]);
+                tail.as_ptr()
+            };
+            let v: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(block.add(8 * i)));
+            let m = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v[0], magnitude), _mm256_and_ps(v[1], magnitude)), _mm256_max_ps(_mm256_and_ps(v[2], magnitude), _mm256_and_ps(v[3], magnitude)));
+            let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+            let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+            let max = _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps(m, m, 1)));
+            let scale = if max > 0.0 { max / 127.0 } else { 0.0 };
+            let inv = _mm256_set1_ps(if scale > 0.0 { 1.0 / scale } else { 0.0 });
+            let q: [__m256i; 4] = std::array::from_fn(|i| _mm256_min_epi32(_mm256_max_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(v[i], inv)), low), high));
+            let total = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+            let total = _mm_add_epi32(_mm256_castsi256_si128(total), _mm256_extracti128_si256(total, 1));
+            let total = _mm_add_epi32(total, _mm_shuffle_epi32(total, 0b01_00_11_10));
+            let total = _mm_add_epi32(total, _mm_shuffle_epi32(total, 0b10_11_00_01));
+            let packed = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+            let at = (j * blocks + b) * BLOCK;
+            _mm256_storeu_si256(bytes.as_mut_ptr().add(at) as *mut __m256i, _mm256_permutevar8x32_epi32(packed, order));
+            scales[j * blocks + b] = scale;
+            sums[j * blocks + b] = _mm_cvtsi128_si32(total);
         }
     }
 }
@@ -460,24 +511,27 @@ mod tests {
     }
 
     #[test]
-    fn the_vectorised_quantiser_gives_the_portable_bytes() {
-        if isa() != Isa::Avx512 {
-            return;
-        }
-        for cols in [5usize, 32, 33, 100, 672] {
-            let blocks = cols.div_ceil(BLOCK);
-            let xs = values(3 * cols, cols as u64);
-            let (mut a, mut sa, mut ua) = (vec![1i8; 3 * blocks * BLOCK], vec![1f32; 3 * blocks], vec![1i32; 3 * blocks]);
-            let (mut b, mut sb, mut ub) = (vec![2i8; 3 * blocks * BLOCK], vec![2f32; 3 * blocks], vec![2i32; 3 * blocks]);
-            quantise_rows_portable(&xs, cols, blocks, &mut a, &mut sa, &mut ua);
-            // SAFETY: the CPU has AVX-512F (checked above); the sizes are as `quantise_rows` asserts.
-            #[cfg(target_arch = "x86_64")]
-            unsafe {
-                quantise_rows_avx512(&xs, cols, blocks, &mut b, &mut sb, &mut ub)
-            };
-            assert_eq!(a, b, "{cols} columns");
-            assert_eq!(ua, ub, "{cols} columns");
-            assert!(sa.iter().zip(&sb).all(|(x, y)| x.to_bits() == y.to_bits()));
+    fn every_quantiser_gives_the_portable_bytes() {
+        let builds = match isa() {
+            Isa::Avx512 => vec![Isa::Avx512, Isa::Avx2],
+            Isa::Avx2 => vec![Isa::Avx2],
+            Isa::Baseline => vec![],
+        };
+        for build in builds {
+            for cols in [5usize, 32, 33, 100, 672] {
+                let blocks = cols.div_ceil(BLOCK);
+                let mut xs = values(3 * cols, cols as u64);
+                // A row whose largest magnitude is negative, and a row of zeros.
+                xs[cols + 1] = -9.0;
+                xs[2 * cols..].fill(0.0);
+                let (mut a, mut sa, mut ua) = (vec![1i8; 3 * blocks * BLOCK], vec![1f32; 3 * blocks], vec![1i32; 3 * blocks]);
+                let (mut b, mut sb, mut ub) = (vec![2i8; 3 * blocks * BLOCK], vec![2f32; 3 * blocks], vec![2i32; 3 * blocks]);
+                quantise_rows_portable(&xs, cols, blocks, &mut a, &mut sa, &mut ua);
+                quantise_rows_with(build, &xs, cols, blocks, &mut b, &mut sb, &mut ub);
+                assert_eq!(a, b, "{build:?}, {cols} columns");
+                assert_eq!(ua, ub, "{build:?}, {cols} columns");
+                assert!(sa.iter().zip(&sb).all(|(x, y)| x.to_bits() == y.to_bits()), "{build:?}, {cols} columns");
+            }
         }
     }
 
