@@ -19,7 +19,7 @@ use crate::model::config::Config;
 use crate::model::cp_transformer::{Attention, ATTENTION_EPS, AFTER_TYPE};
 use crate::model::fused::activation::gelu_slice as gelu;
 use crate::model::fused::attention::phi;
-use crate::model::fused::simd::{isa, lane_dot, Isa};
+use crate::model::fused::simd::{lane_dot, multiversion};
 use crate::model::fused::window::softmax_in_place;
 use crate::model::cpu::{add_positional_encoding, layer_norm, sinusoid_rates, tensor_f32, expect_shape, Linear, LoadError, Norm, Precision, MAX_ROWS};
 
@@ -143,13 +143,11 @@ impl Rows {
     }
 }
 
-/// Linear attention of one word for one layer and head: adds phi(k) v^T to S and phi(k) to z,
-/// then out = phi(q)^T S / (phi(q)^T z + eps), given `q` = phi(q) and `k` = phi(k). Built for
-/// the best instruction set this CPU has; every build computes the same numbers (the loops
-/// vectorise without reordering a sum).
-fn attend(s: &mut [f32], z: &mut [f32], q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
-    #[inline(always)]
-    fn body(s: &mut [f32], z: &mut [f32], q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
+multiversion! {
+    /// Linear attention of one word for one layer and head: adds phi(k) v^T to S and phi(k) to
+    /// z, then out = phi(q)^T S / (phi(q)^T z + eps), given `q` = phi(q) and `k` = phi(k). The
+    /// loops vectorise without reordering a sum.
+    fn attend(s: &mut [f32], z: &mut [f32], q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
         let dh = q.len();
         assert!(s.len() == dh * dh && z.len() == dh && k.len() == dh && v.len() == dh && out.len() == dh);
         z.iter_mut().zip(k).for_each(|(z, k)| *z += k);
@@ -166,24 +164,6 @@ fn attend(s: &mut [f32], z: &mut [f32], q: &[f32], k: &[f32], v: &[f32], out: &m
         }
         out.iter_mut().for_each(|o| *o /= den);
     }
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-    unsafe fn avx512(s: &mut [f32], z: &mut [f32], q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
-        body(s, z, q, k, v, out)
-    }
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn avx2(s: &mut [f32], z: &mut [f32], q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
-        body(s, z, q, k, v, out)
-    }
-    match isa() {
-        // SAFETY: the CPU has the features these builds were compiled for (`isa`).
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { avx512(s, z, q, k, v, out) },
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { avx2(s, z, q, k, v, out) },
-        _ => body(s, z, q, k, v, out),
-    }
 }
 
 /// Softmax attention of one word's queries (`q`: all heads side by side, `dh` each) over the
@@ -192,8 +172,20 @@ fn attend(s: &mut [f32], z: &mut [f32], q: &[f32], k: &[f32], v: &[f32], out: &m
 /// window); the result goes to `out`. Per head this is softmax(q . k / sqrt(dh)) over the rows,
 /// each score a `lane_dot`, and each output summed over the rows in order.
 fn attend_window(keys: &[f32], values: &[f32], dh: usize, words: usize, q: &[f32], scores: &mut [f32], out: &mut [f32]) {
-    #[inline(always)]
-    fn dots(keys: &[f32], dh: usize, words: usize, q: &[f32], scores: &mut [f32]) {
+    let (heads, window) = (q.len() / dh, scores.len() / (q.len() / dh));
+    assert!(q.len() == out.len() && q.len().is_multiple_of(dh) && words <= window && keys.len() >= words * q.len() && values.len() >= words * q.len());
+    window_scores(keys, dh, words, q, scores);
+    let scale = 1.0 / (dh as f32).sqrt();
+    for head in 0..heads {
+        softmax_in_place(&mut scores[head * window..head * window + words], scale);
+    }
+    window_mix(values, dh, words, scores, out);
+}
+
+multiversion! {
+    /// Each head's q . k over the first `words` rows of a window's keys, into `scores` (heads x
+    /// window).
+    fn window_scores(keys: &[f32], dh: usize, words: usize, q: &[f32], scores: &mut [f32]) {
         let (d, window) = (q.len(), scores.len() / (q.len() / dh));
         for (word, row) in keys.chunks_exact(d).take(words).enumerate() {
             for (head, (q, k)) in q.chunks_exact(dh).zip(row.chunks_exact(dh)).enumerate() {
@@ -201,8 +193,12 @@ fn attend_window(keys: &[f32], values: &[f32], dh: usize, words: usize, q: &[f32
             }
         }
     }
-    #[inline(always)]
-    fn mix(values: &[f32], dh: usize, words: usize, scores: &[f32], out: &mut [f32]) {
+}
+
+multiversion! {
+    /// Each head's sum of the first `words` rows of a window's values, weighted by its
+    /// `scores`, into `out`.
+    fn window_mix(values: &[f32], dh: usize, words: usize, scores: &[f32], out: &mut [f32]) {
         let window = scores.len() / (out.len() / dh);
         out.iter_mut().for_each(|o| *o = 0.0);
         for (word, row) in values.chunks_exact(out.len()).take(words).enumerate() {
@@ -211,48 +207,6 @@ fn attend_window(keys: &[f32], values: &[f32], dh: usize, words: usize, q: &[f32
                 out.iter_mut().zip(v).for_each(|(o, v)| *o += p * v);
             }
         }
-    }
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-    unsafe fn dots_avx512(keys: &[f32], dh: usize, words: usize, q: &[f32], scores: &mut [f32]) {
-        dots(keys, dh, words, q, scores)
-    }
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-    unsafe fn mix_avx512(values: &[f32], dh: usize, words: usize, scores: &[f32], out: &mut [f32]) {
-        mix(values, dh, words, scores, out)
-    }
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn dots_avx2(keys: &[f32], dh: usize, words: usize, q: &[f32], scores: &mut [f32]) {
-        dots(keys, dh, words, q, scores)
-    }
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn mix_avx2(values: &[f32], dh: usize, words: usize, scores: &[f32], out: &mut [f32]) {
-        mix(values, dh, words, scores, out)
-    }
-    let (heads, window) = (q.len() / dh, scores.len() / (q.len() / dh));
-    assert!(q.len() == out.len() && q.len().is_multiple_of(dh) && words <= window && keys.len() >= words * q.len() && values.len() >= words * q.len());
-    match isa() {
-        // SAFETY: the CPU has the features these builds were compiled for (`isa`).
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { dots_avx512(keys, dh, words, q, scores) },
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { dots_avx2(keys, dh, words, q, scores) },
-        _ => dots(keys, dh, words, q, scores),
-    }
-    let scale = 1.0 / (dh as f32).sqrt();
-    for head in 0..heads {
-        softmax_in_place(&mut scores[head * window..head * window + words], scale);
-    }
-    match isa() {
-        // SAFETY: as above.
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { mix_avx512(values, dh, words, scores, out) },
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { mix_avx2(values, dh, words, scores, out) },
-        _ => mix(values, dh, words, scores, out),
     }
 }
 

@@ -8,6 +8,8 @@ use std::collections::HashMap;
 
 use candle_core::Tensor;
 
+use crate::model::fused::simd::{lane_sum, multiversion};
+
 /// LayerNorm epsilon (both models).
 pub const LN_EPS: f32 = 1e-5;
 
@@ -159,7 +161,7 @@ impl Linear {
         match &self.w {
             Matrix::F32(w) => {
                 for (x, out) in xs.chunks(self.cols).zip(outs.chunks_mut(self.rows)) {
-                    kernels::matvec_f32(w, x, &self.b, out)
+                    matvec_f32(w, x, &self.b, out)
                 }
             }
             Matrix::Int8(m) => m.multiply(xs, n, &self.b, outs),
@@ -176,74 +178,45 @@ impl Linear {
     }
 }
 
-pub use kernels::dot;
-
-/// Matrix-vector kernels, compiled twice: for AVX2+FMA (picked at run time where the CPU has
-/// them) and for the baseline target.
-mod kernels {
-    #[inline(always)]
-    fn dot_f32(a: &[f32], x: &[f32]) -> f32 {
-        // Eight partial sums so the compiler can vectorise without reassociation.
-        let mut acc = [0f32; 8];
-        let chunks = a.len() / 8;
-        for c in 0..chunks {
-            for l in 0..8 {
-                acc[l] += a[c * 8 + l] * x[c * 8 + l];
-            }
+/// The dot product in eight partial sums (so it vectorises without reassociation), then the
+/// rest in order.
+#[inline(always)]
+fn dot_f32(a: &[f32], x: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = a.len() / 8;
+    for c in 0..chunks {
+        for l in 0..8 {
+            acc[l] += a[c * 8 + l] * x[c * 8 + l];
         }
-        let mut sum: f32 = acc.iter().sum();
-        for i in chunks * 8..a.len() {
-            sum += a[i] * x[i];
-        }
-        sum
     }
+    let mut sum: f32 = acc.iter().sum();
+    for i in chunks * 8..a.len() {
+        sum += a[i] * x[i];
+    }
+    sum
+}
 
-    #[inline(always)]
-    fn f32_generic(w: &[f32], x: &[f32], b: &[f32], out: &mut [f32]) {
+multiversion! {
+    /// The dot product of two equally long vectors.
+    pub fn dot(a: &[f32], x: &[f32]) -> f32 {
+        debug_assert_eq!(a.len(), x.len());
+        dot_f32(a, x)
+    }
+}
+
+multiversion! {
+    /// out = W x + b, W row-major with one row per output.
+    fn matvec_f32(w: &[f32], x: &[f32], b: &[f32], out: &mut [f32]) {
         for (r, o) in out.iter_mut().enumerate() {
             *o = dot_f32(&w[r * x.len()..(r + 1) * x.len()], x) + b[r];
         }
     }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn f32_avx2(w: &[f32], x: &[f32], b: &[f32], out: &mut [f32]) {
-        f32_generic(w, x, b, out)
-    }
-
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn dot_avx2(a: &[f32], x: &[f32]) -> f32 {
-        dot_f32(a, x)
-    }
-
-    /// The dot product of two equally long vectors.
-    pub fn dot(a: &[f32], x: &[f32]) -> f32 {
-        debug_assert_eq!(a.len(), x.len());
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU supports the features the function was compiled for.
-            return unsafe { dot_avx2(a, x) };
-        }
-        dot_f32(a, x)
-    }
-
-    pub fn matvec_f32(w: &[f32], x: &[f32], b: &[f32], out: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU supports the features the function was compiled for.
-            return unsafe { f32_avx2(w, x, b, out) };
-        }
-        f32_generic(w, x, b, out)
-    }
 }
 
-/// LayerNorm in place. The sums run in 16 partial sums (then those in order), so the loops
-/// vectorise; every build gives the same numbers.
-pub fn layer_norm(x: &mut [f32], weight: &[f32], bias: &[f32]) {
-    #[inline(always)]
-    fn body(x: &mut [f32], weight: &[f32], bias: &[f32]) {
+multiversion! {
+    /// LayerNorm in place. The sums run in 16 partial sums (then those in order), so the loops
+    /// vectorise; every build gives the same numbers.
+    pub fn layer_norm(x: &mut [f32], weight: &[f32], bias: &[f32]) {
         assert!(weight.len() == x.len() && bias.len() == x.len());
         let n = x.len() as f32;
         let mean = lane_sum(x, |v| v) / n;
@@ -252,25 +225,6 @@ pub fn layer_norm(x: &mut [f32], weight: &[f32], bias: &[f32]) {
         for ((v, w), b) in x.iter_mut().zip(weight).zip(bias) {
             *v = (*v - mean) * inv * w + b;
         }
-    }
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-    unsafe fn avx512(x: &mut [f32], weight: &[f32], bias: &[f32]) {
-        body(x, weight, bias)
-    }
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn avx2(x: &mut [f32], weight: &[f32], bias: &[f32]) {
-        body(x, weight, bias)
-    }
-    use crate::model::fused::simd::{isa, lane_sum, Isa};
-    match isa() {
-        // SAFETY: the CPU has the features these builds were compiled for (`isa`).
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { avx512(x, weight, bias) },
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { avx2(x, weight, bias) },
-        _ => body(x, weight, bias),
     }
 }
 

@@ -101,38 +101,51 @@ pub fn isa() -> Isa {
     Isa::Baseline
 }
 
-/// Defines `pub fn $name(x: &[f32], out: &mut [f32])` computing out[i] = $body with `$x` =
-/// x[i], compiled three times (AVX-512, AVX2+FMA, baseline) and dispatched by `isa()`. The body
-/// is written inside each build, so `exp`/`erf` inline into it and the loop vectorises (a
-/// closure passed in would stay a call per element).
-macro_rules! map_kernel {
-    ($(#[$doc:meta])* $name:ident, |$x:ident| $body:expr) => {
+/// Defines a function compiled three times (AVX-512, AVX2+FMA, baseline) and dispatched by
+/// `isa()`: `multiversion! { fn name(a: A, b: B) -> R { body } }`, with doc comments and a
+/// visibility as for any function. The body is written inside each build, so the helpers it
+/// calls (`exp`, `lane_dot`, ...) inline into it and its loops vectorise. Rust never fuses a
+/// multiply and an add by itself, so a body that fixes its order of summation gives the same
+/// numbers in every build.
+macro_rules! multiversion {
+    ($(#[$doc:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$doc])*
-        pub fn $name(x: &[f32], out: &mut [f32]) {
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
-            fn body(x: &[f32], out: &mut [f32]) {
-                assert_eq!(x.len(), out.len());
-                for (o, &$x) in out.iter_mut().zip(x) {
-                    *o = $body;
-                }
-            }
+            fn body($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-            unsafe fn avx512(x: &[f32], out: &mut [f32]) {
-                body(x, out)
+            unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
+                body($($arg),*)
             }
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx2,fma")]
-            unsafe fn avx2(x: &[f32], out: &mut [f32]) {
-                body(x, out)
+            unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                body($($arg),*)
             }
             match $crate::model::fused::simd::isa() {
                 // SAFETY: the CPU has the features these builds were compiled for (`isa`).
                 #[cfg(target_arch = "x86_64")]
-                $crate::model::fused::simd::Isa::Avx512 => unsafe { avx512(x, out) },
+                $crate::model::fused::simd::Isa::Avx512 => unsafe { avx512($($arg),*) },
                 #[cfg(target_arch = "x86_64")]
-                $crate::model::fused::simd::Isa::Avx2 => unsafe { avx2(x, out) },
-                _ => body(x, out),
+                $crate::model::fused::simd::Isa::Avx2 => unsafe { avx2($($arg),*) },
+                _ => body($($arg),*),
+            }
+        }
+    };
+}
+
+/// Defines `pub fn $name(x: &[f32], out: &mut [f32])` computing out[i] = $body with `$x` =
+/// x[i], by `multiversion!` (a closure passed in instead would stay a call per element).
+macro_rules! map_kernel {
+    ($(#[$doc:meta])* $name:ident, |$x:ident| $body:expr) => {
+        $crate::model::fused::simd::multiversion! {
+            $(#[$doc])*
+            pub fn $name(x: &[f32], out: &mut [f32]) {
+                assert_eq!(x.len(), out.len());
+                for (o, &$x) in out.iter_mut().zip(x) {
+                    *o = $body;
+                }
             }
         }
     };
@@ -141,38 +154,19 @@ macro_rules! map_kernel {
 /// As `map_kernel!` for two inputs: `pub fn $name(a: &[f32], b: &[f32], out: &mut [f32])`.
 macro_rules! map2_kernel {
     ($(#[$doc:meta])* $name:ident, |$a:ident, $b:ident| $body:expr) => {
-        $(#[$doc])*
-        pub fn $name(a: &[f32], b: &[f32], out: &mut [f32]) {
-            #[inline(always)]
-            fn body(a: &[f32], b: &[f32], out: &mut [f32]) {
+        $crate::model::fused::simd::multiversion! {
+            $(#[$doc])*
+            pub fn $name(a: &[f32], b: &[f32], out: &mut [f32]) {
                 assert!(a.len() == out.len() && b.len() == out.len());
                 for ((o, &$a), &$b) in out.iter_mut().zip(a).zip(b) {
                     *o = $body;
                 }
             }
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-            unsafe fn avx512(a: &[f32], b: &[f32], out: &mut [f32]) {
-                body(a, b, out)
-            }
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx2,fma")]
-            unsafe fn avx2(a: &[f32], b: &[f32], out: &mut [f32]) {
-                body(a, b, out)
-            }
-            match $crate::model::fused::simd::isa() {
-                // SAFETY: as in `map_kernel!`.
-                #[cfg(target_arch = "x86_64")]
-                $crate::model::fused::simd::Isa::Avx512 => unsafe { avx512(a, b, out) },
-                #[cfg(target_arch = "x86_64")]
-                $crate::model::fused::simd::Isa::Avx2 => unsafe { avx2(a, b, out) },
-                _ => body(a, b, out),
-            }
         }
     };
 }
 
-pub(crate) use {map2_kernel, map_kernel};
+pub(crate) use {map2_kernel, map_kernel, multiversion};
 
 map_kernel!(
     /// erf over a slice (tests compare the builds).

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use super::attention::{heads_of, Head};
 use super::linear::{matmul, Mat, Threads};
-use super::simd::{self, isa, Isa};
+use super::simd::{self, multiversion};
 use super::{contiguous_f32, with_f32};
 
 /// Queries per chunk.
@@ -27,11 +27,10 @@ pub struct WindowAttention {
     pub window: usize,
 }
 
-/// p = softmax(scale * x) in place (x non-empty). Built for the best instruction set this CPU
-/// has; every build computes the same numbers (the sums run in 16 lanes, then in order).
-pub fn softmax_in_place(x: &mut [f32], scale: f32) {
-    #[inline(always)]
-    fn body(x: &mut [f32], scale: f32) {
+multiversion! {
+    /// p = softmax(scale * x) in place (x non-empty). Built for the best instruction set this CPU
+    /// has; every build computes the same numbers (the sums run in 16 lanes, then in order).
+    pub fn softmax_in_place(x: &mut [f32], scale: f32) {
         // Whole groups of 16 in lanes (so the loops vectorise), then the rest, then the lanes.
         let mut lanes = [f32::NEG_INFINITY; 16];
         let mut groups = x.chunks_exact(16);
@@ -54,24 +53,6 @@ pub fn softmax_in_place(x: &mut [f32], scale: f32) {
         }
         let inv = 1.0 / sums.iter().sum::<f32>();
         x.iter_mut().for_each(|v| *v *= inv);
-    }
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-    unsafe fn avx512(x: &mut [f32], scale: f32) {
-        body(x, scale)
-    }
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn avx2(x: &mut [f32], scale: f32) {
-        body(x, scale)
-    }
-    match isa() {
-        // SAFETY: the CPU has the features these builds were compiled for (`isa`).
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { avx512(x, scale) },
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { avx2(x, scale) },
-        _ => body(x, scale),
     }
 }
 
