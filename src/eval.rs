@@ -2,10 +2,13 @@
 //! folder of MIDI files, and the side-by-side comparison of the paper: N songs from the CP model
 //! and from the REMI-XL baseline (the same seeds and caps), the POP909 validation songs as the
 //! reference, each model's validation loss, then a markdown report and PNG figures (metric bars
-//! against the data, one piano roll per model) in the output folder.
+//! against the data, one piano roll per model) in the output folder; and the ship check of a
+//! candidate CP model against issue 8's section-4 targets, next to the shipped model
+//! (`targets`).
 
 pub mod metrics;
 pub mod plot;
+pub mod targets;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -376,8 +379,7 @@ pub struct CompareOptions {
 /// `piano_roll_remi_xl.png` and the songs (`cp/seed_N.mid`, `remi-xl/seed_N.mid`) in `out`.
 /// Returns the report.
 pub fn compare(o: &CompareOptions) -> Result<String> {
-    let create = |path: PathBuf| std::fs::create_dir_all(&path).map_err(|error| EvalError::CreateFolder { path, error });
-    create(o.out.clone())?;
+    create_folder(&o.out)?;
     let count = |w: &Weights| w.tensors.values().map(|t| t.elem_count()).sum::<usize>();
     let cp_model = CpRnn::from_tensors(&o.cp.cp_config()?, &o.cp.tensors, Precision::Int8)?;
     let remi_model = RemiXlStream::from_tensors(&o.remi_xl.xl_config()?, &o.remi_xl.tensors, Precision::Int8)?;
@@ -389,11 +391,7 @@ pub fn compare(o: &CompareOptions) -> Result<String> {
         Group { name: "REMI + Transformer-XL".into(), unit: "token", songs: remi_songs, parameters: Some(count(&o.remi_xl)), validation_loss: None },
     ];
     for (group, dir) in groups.iter().zip(["cp", "remi-xl"]) {
-        create(o.out.join(dir))?;
-        for (i, song) in group.songs.iter().enumerate() {
-            let bytes = crate::midi::export::export_bytes(&song.grid.to_song(), 0);
-            dataset::write_atomically(&o.out.join(dir).join(format!("seed_{i}.mid")), &bytes)?;
-        }
+        write_songs(&o.out.join(dir), &group.songs)?;
     }
     if let Some(root) = &o.pop909 {
         let cp_data = dataset::build(&Source::Pop909(root.clone()), Representation::Cp, false)?;
@@ -403,15 +401,7 @@ pub fn compare(o: &CompareOptions) -> Result<String> {
         bar.inc(1);
         groups[1].validation_loss = Some(validation_loss(&o.remi_xl, &remi_data)?);
         bar.finish_and_clear();
-        let reference: Vec<SongResult> = cp_data
-            .split(Split::Valid)
-            .map(|entry| -> Result<SongResult> {
-                let song = pop909::load_song(&pop909::song_dir(root, &entry.name))?;
-                let grid = Grid::from_song(&song);
-                Ok(SongResult { name: entry.name.clone(), metrics: SongMetrics::of(&grid), steps: entry.len, eos: None, seconds: None, grid })
-            })
-            .collect::<Result<_>>()?;
-        groups.push(Group { name: "POP909 validation songs".into(), unit: "word", songs: reference, parameters: None, validation_loss: None });
+        groups.push(Group { name: "POP909 validation songs".into(), unit: "word", songs: validation_songs(root, &cp_data)?, parameters: None, validation_loss: None });
     }
     let models: [(&str, Rgb); 2] = [("CP", BLUE), ("REMI-XL", RED)];
     let summaries: Vec<Summary> = groups.iter().map(Group::summary).collect();
@@ -431,6 +421,89 @@ pub fn compare(o: &CompareOptions) -> Result<String> {
     plot::piano_roll("REMI-XL seed 0: first 16 bars", &groups[1].songs[0].grid, 16, RED, &o.out.join("piano_roll_remi_xl.png"))?;
     let report = report_markdown(&groups, o);
     dataset::write_atomically(&o.out.join("report.md"), report.as_bytes())?;
+    Ok(report)
+}
+
+fn create_folder(path: &Path) -> Result<()> {
+    std::fs::create_dir_all(path).map_err(|error| EvalError::CreateFolder { path: path.to_path_buf(), error })
+}
+
+/// Writes generated songs to `dir` as `seed_N.mid`.
+fn write_songs(dir: &Path, songs: &[SongResult]) -> Result<()> {
+    create_folder(dir)?;
+    for (i, song) in songs.iter().enumerate() {
+        let bytes = crate::midi::export::export_bytes(&song.grid.to_song(), 0);
+        dataset::write_atomically(&dir.join(format!("seed_{i}.mid")), &bytes)?;
+    }
+    Ok(())
+}
+
+/// The POP909 validation songs of `cp_data` (built from `root`), measured as the reference.
+fn validation_songs(root: &Path, cp_data: &dataset::Dataset) -> Result<Vec<SongResult>> {
+    cp_data
+        .split(Split::Valid)
+        .map(|entry| -> Result<SongResult> {
+            let song = pop909::load_song(&pop909::song_dir(root, &entry.name))?;
+            let grid = Grid::from_song(&song);
+            Ok(SongResult { name: entry.name.clone(), metrics: SongMetrics::of(&grid), steps: entry.len, eos: None, seconds: None, grid })
+        })
+        .collect()
+}
+
+/// What the ship check uses.
+pub struct CandidateOptions {
+    pub songs: usize,
+    /// The POP909 root: both validation losses and the data's H1, H4, GS and CPI, which those
+    /// targets are relative to. `None` leaves those targets unjudged.
+    pub pop909: Option<PathBuf>,
+    pub candidate: Weights,
+    /// The model it would replace (the shipped weights).
+    pub shipped: Weights,
+    /// Names of the two for the table (their folders).
+    pub names: (String, String),
+    /// Generation settings as the product's defaults, with this minimum length.
+    pub min_bars: u32,
+    pub out: PathBuf,
+    pub progress: bool,
+    pub command: String,
+}
+
+/// Issue 8's section-4 check: `songs` songs (seeds 0..N, int8, the product's default settings)
+/// from the candidate and from the shipped model, each model's validation loss, and the table of
+/// targets met. Writes `ship-check.md` and the songs (`candidate/seed_N.mid`,
+/// `shipped/seed_N.mid`) in `out`; returns the report.
+pub fn check_candidate(o: &CandidateOptions) -> Result<String> {
+    create_folder(&o.out)?;
+    let settings = GenerationSettings { min_bars: o.min_bars, ..GenerationSettings::default() };
+    let songs = |w: &Weights| -> Result<Vec<SongResult>> {
+        let model = CpRnn::from_tensors(&w.cp_config()?, &w.tensors, Precision::Int8)?;
+        Ok(generate_cp(&model, o.songs, &settings, o.progress))
+    };
+    let (candidate_songs, shipped_songs) = (songs(&o.candidate)?, songs(&o.shipped)?);
+    write_songs(&o.out.join("candidate"), &candidate_songs)?;
+    write_songs(&o.out.join("shipped"), &shipped_songs)?;
+    let (mut losses, mut data) = ((None, None), None);
+    if let Some(root) = &o.pop909 {
+        let cp_data = dataset::build(&Source::Pop909(root.clone()), Representation::Cp, false)?;
+        let bar = progress_bar(2, "validation losses", o.progress);
+        losses.0 = Some(validation_loss(&o.candidate, &cp_data)?);
+        bar.inc(1);
+        losses.1 = Some(validation_loss(&o.shipped, &cp_data)?);
+        bar.finish_and_clear();
+        let reference = validation_songs(root, &cp_data)?;
+        data = Some(Group { name: String::new(), unit: "word", songs: reference, parameters: None, validation_loss: None }.summary());
+    }
+    let rows = targets::rows(&targets::ShipFigures::of(&candidate_songs, losses.0), &targets::ShipFigures::of(&shipped_songs, losses.1), data.as_ref());
+    let report = format!(
+        "# Ship check (issue 8, section 4)\n\nCommand: `{}`\n\n{} songs per model, seeds 0..{}, int8, the product's default settings (no song ends before {} bars, \
+         word cap 8,192).\n\n{}",
+        o.command,
+        o.songs,
+        o.songs.saturating_sub(1),
+        o.min_bars,
+        targets::report_markdown(&rows, &o.names.0, &o.names.1)
+    );
+    dataset::write_atomically(&o.out.join("ship-check.md"), report.as_bytes())?;
     Ok(report)
 }
 

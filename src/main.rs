@@ -235,9 +235,13 @@ enum Command {
         /// A folder of MIDI files to measure (instead of the comparison).
         #[arg(long)]
         midi: Option<PathBuf>,
-        /// Songs per model in the comparison (seeds 0..N).
-        #[arg(long, default_value_t = 50)]
-        songs: usize,
+        /// Songs per model (seeds 0..N) [default: 50 in the comparison, 100 with --candidate]
+        #[arg(long)]
+        songs: Option<usize>,
+        /// Check these CP weights against issue 8's section-4 targets (the ship check), next
+        /// to --cp-weights (default: the shipped model), instead of the comparison
+        #[arg(long)]
+        candidate: Option<PathBuf>,
         /// The POP909 root (validation songs and losses); the comparison skips both without it.
         #[arg(long)]
         pop909: Option<PathBuf>,
@@ -445,8 +449,9 @@ fn generate_takes(out: &std::path::Path, model: &Inference, settings: &Generatio
     Ok(())
 }
 
-fn eval(midi: Option<PathBuf>, songs: usize, pop909: Option<PathBuf>, cp_weights: Option<PathBuf>, remi_weights: Option<PathBuf>, min_bars: u32, out: PathBuf) -> Result<()> {
-    use cp_piano::eval::{compare, folder_metrics, CompareOptions, Group};
+#[allow(clippy::too_many_arguments)]
+fn eval(midi: Option<PathBuf>, songs: Option<usize>, candidate: Option<PathBuf>, pop909: Option<PathBuf>, cp_weights: Option<PathBuf>, remi_weights: Option<PathBuf>, min_bars: u32, out: PathBuf) -> Result<()> {
+    use cp_piano::eval::{check_candidate, compare, folder_metrics, CandidateOptions, CompareOptions, Group};
     if let Some(dir) = midi {
         let (results, skipped) = folder_metrics(&dir, true)?;
         for (name, reason) in &skipped {
@@ -467,10 +472,16 @@ fn eval(midi: Option<PathBuf>, songs: usize, pop909: Option<PathBuf>, cp_weights
         return Ok(());
     }
     let cp = cp_piano::model::weights::load_weights(cp_weights.as_deref())?;
-    let remi_xl = cp_piano::model::weights::load_remi_xl_weights(remi_weights.as_deref(), shipped_remi_xl())?;
     let command = std::iter::once("cp-piano".to_string()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ");
     let start = Instant::now();
-    let report = compare(&CompareOptions { songs: songs.max(1), pop909, cp, remi_xl, min_bars, out: out.clone(), progress: true, command })?;
+    let report = if let Some(path) = candidate {
+        let names = (path.display().to_string(), cp_weights.map_or("weights (shipped)".into(), |p| p.display().to_string()));
+        let candidate = cp_piano::model::weights::load_weights(Some(&path))?;
+        check_candidate(&CandidateOptions { songs: songs.unwrap_or(100).max(1), pop909, candidate, shipped: cp, names, min_bars, out: out.clone(), progress: true, command })?
+    } else {
+        let remi_xl = cp_piano::model::weights::load_remi_xl_weights(remi_weights.as_deref(), shipped_remi_xl())?;
+        compare(&CompareOptions { songs: songs.unwrap_or(50).max(1), pop909, cp, remi_xl, min_bars, out: out.clone(), progress: true, command })?
+    };
     println!("{report}");
     println!("written to {} in {:.0} s", out.display(), start.elapsed().as_secs_f64());
     Ok(())
@@ -553,7 +564,7 @@ fn run(cli: Cli) -> Result<()> {
             generate(out, settings, weights, prime, prime_bars, hands, variations, precision, device)
         }
         Command::Bench { words, weights, no_training, training_only } => Ok(cp_piano::bench::print(words, weights.as_deref(), no_training, training_only)?),
-        Command::Eval { midi, songs, pop909, cp_weights, remi_weights, min_bars, out } => eval(midi, songs, pop909, cp_weights, remi_weights, min_bars, out),
+        Command::Eval { midi, songs, candidate, pop909, cp_weights, remi_weights, min_bars, out } => eval(midi, songs, candidate, pop909, cp_weights, remi_weights, min_bars, out),
         Command::Loss { weights, data, split } => {
             let weights = cp_piano::model::weights::load_weights(weights.as_deref())?;
             let kind = weights.model_config()?.kind();

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use candle_core::{Device, Tensor};
 use cp_piano::music::chord::{Chord, Quality};
 use cp_piano::model::weights::Weights;
-use cp_piano::eval::{compare, folder_metrics, CompareOptions};
+use cp_piano::eval::{check_candidate, compare, folder_metrics, CandidateOptions, CompareOptions};
 use cp_piano::music::grid::{Grid, GridNote, Slot};
 use cp_piano::eval::metrics::{chord_progression_irregularity, grooving_similarity, irregularity, longest_repeat, pitch_class_entropy, SongMetrics};
 use cp_piano::model::config::Config;
@@ -143,4 +143,35 @@ fn the_comparison_writes_a_report_figures_and_songs() {
     // A generated song reads back as MIDI (the CP grammar mask guarantees notes).
     let song = cp_piano::midi::import::import_file(&out.path().join("cp/seed_0.mid")).unwrap();
     assert!(!song.notes.is_empty());
+}
+
+#[test]
+fn the_ship_check_judges_a_candidate_next_to_the_shipped_model() {
+    let out = tempfile::tempdir().unwrap();
+    let tiny = || Config::preset("tiny").unwrap().into();
+    let options = CandidateOptions {
+        songs: 3,
+        pop909: None,
+        candidate: weights_of(tiny(), 1),
+        shipped: weights_of(tiny(), 2),
+        names: ("runs/a/best".into(), "weights".into()),
+        min_bars: 4,
+        out: out.path().to_path_buf(),
+        progress: false,
+        command: "cp-piano eval --candidate runs/a/best --songs 3".into(),
+    };
+    let report = check_candidate(&options).unwrap();
+    for row in ["| validation loss", "| songs that end by EOS (%) | >= 95 |", "| median bars | 65.0-95.0 |", "| songs under 24 bars (%) | < 5 |", "| H1 ", "| H4 ", "| GS ", "| CPI ", "| longest exact repeat", "candidate: runs/a/best", "shipped: weights"] {
+        assert!(report.contains(row), "the report lacks {row:?}:\n{report}");
+    }
+    // Without POP909 the loss and the four targets relative to the data stay unjudged.
+    assert!(report.contains("(5 need --pop909)"), "{report}");
+    assert_eq!(std::fs::read_to_string(out.path().join("ship-check.md")).unwrap(), report);
+    // Each model's songs are written, and the same seed of the same weights gives the same song.
+    for model in ["candidate", "shipped"] {
+        assert!(cp_piano::midi::import::import_file(&out.path().join(model).join("seed_2.mid")).is_ok(), "{model}");
+    }
+    let again = tempfile::tempdir().unwrap();
+    check_candidate(&CandidateOptions { out: again.path().to_path_buf(), ..options }).unwrap();
+    assert_eq!(std::fs::read(out.path().join("candidate/seed_1.mid")).unwrap(), std::fs::read(again.path().join("candidate/seed_1.mid")).unwrap());
 }
