@@ -138,6 +138,11 @@ enum Command {
         /// Start from these weights (e.g. weights/ or a run's best/) instead of a random model.
         #[arg(long)]
         init: Option<PathBuf>,
+        /// With --init: start at this step, so the learning-rate schedule, the data order and the
+        /// transpositions go on from there (a run carried to a fresh machine by its exported
+        /// weights; the optimizer's moments start again)
+        #[arg(long, default_value_t = 0)]
+        start_step: u64,
         /// Train CP on the songs as they are (by default each training song is transposed by a
         /// random -5..+6 semitones per epoch).
         #[arg(long)]
@@ -626,6 +631,7 @@ fn run(cli: Cli) -> Result<()> {
             seed,
             device,
             init,
+            start_step,
             no_transpose,
         } => {
             let stop = Arc::new(AtomicBool::new(false));
@@ -652,6 +658,7 @@ fn run(cli: Cli) -> Result<()> {
                 cuda: device == DeviceKind::Cuda,
                 progress: true,
                 init,
+                start_step,
                 transpose: model == ModelKind::Cp && !no_transpose,
             };
             let state = cp_piano::train::train(options, resume, stop)?;

@@ -45,6 +45,8 @@ pub enum TrainError {
     WrongInit { dir: PathBuf, found: ModelKind },
     #[error("{}: weights do not fit their config: {error}", dir.display())]
     InitMismatch { dir: PathBuf, error: candle_core::Error },
+    #[error("--start-step {start} needs --init (the weights of the run it continues) and a step below --steps {steps}")]
+    StartStep { start: u64, steps: u64 },
     #[error("unknown preset {0:?} (paper, small, small-hybrid or tiny)")]
     UnknownPreset(String),
     #[error("--transpose moves CP words; the {0:?} model's data cannot be transposed (leave it off)")]
@@ -108,6 +110,11 @@ pub struct TrainOptions {
     /// `best/`) instead of a random model (see `preset` for the model's shape).
     #[serde(default)]
     pub init: Option<PathBuf>,
+    /// With `init`: the step the new run starts at, so the learning-rate schedule, the data
+    /// order and the transpositions go on from there (a run carried to a fresh machine by its
+    /// exported weights; only the optimizer's moments start again). 0: a run of its own.
+    #[serde(default)]
+    pub start_step: u64,
 }
 
 /// What the checkpoint remembers besides tensors.
@@ -227,9 +234,12 @@ pub fn train(options: TrainOptions, resume: bool, stop: Arc<AtomicBool>) -> Resu
                 (config, model)
             }
         };
+        if options.start_step > 0 && (options.init.is_none() || options.start_step >= options.steps) {
+            return Err(TrainError::StartStep { start: options.start_step, steps: options.steps });
+        }
         let optimizer = AdamW::new(model.named_vars(), AdamWConfig::default())?;
         let _ = std::fs::remove_file(&log_path);
-        let state = TrainState { step: 0, config, options: options.clone(), best_valid: None, seconds: 0.0, words: 0 };
+        let state = TrainState { step: options.start_step, config, options: options.clone(), best_valid: None, seconds: 0.0, words: 0 };
         Run { options, model, optimizer, state, device }
     };
     let o = run.options.clone();

@@ -61,6 +61,7 @@ fn options(data: &Path, out: &Path, steps: u64) -> TrainOptions {
         cuda: false,
         progress: false,
         init: None,
+        start_step: 0,
         transpose: false,
     }
 }
@@ -115,6 +116,23 @@ fn resume_continues_the_same_loss_curve_and_checkpoints_reload_exactly() {
     train(TrainOptions { init: Some(split.join("last")), ..options(&data, &warm, 10) }, false, Arc::new(AtomicBool::new(false))).unwrap();
     let (fresh, continued) = (train_losses(&straight)[0].1, train_losses(&warm)[0].1);
     assert!(continued < fresh * 0.8, "from weights: {continued}, from scratch: {fresh}");
+
+    // A run carried on from its exported weights at its step follows the run's own
+    // learning-rate schedule from there (and its data order), not a new one from step 0.
+    let half = dir.path().join("half");
+    train(options(&data, &half, 20), false, Arc::new(AtomicBool::new(false))).unwrap();
+    let carried = dir.path().join("carried");
+    let state = train(TrainOptions { init: Some(half.join("last")), start_step: 20, ..options(&data, &carried, 40) }, false, Arc::new(AtomicBool::new(false))).unwrap();
+    assert_eq!(state.step, 40);
+    let lrs = |out: &Path| read_log(&out.join("log.jsonl")).iter().filter(|l| l.train_loss.is_some()).map(|l| (l.step, l.lr)).collect::<Vec<_>>();
+    assert_eq!(lrs(&carried), lrs(&straight)[2..].to_vec());
+    let (carried_first, straight_there) = (train_losses(&carried)[0].1, train_losses(&straight)[2].1);
+    assert!(carried_first < fresh * 0.8 && carried_first < straight_there * 1.3, "carried {carried_first}, straight {straight_there}, fresh {fresh}");
+    // It needs the weights it carries on, and a step before the end.
+    for bad in [TrainOptions { start_step: 20, ..options(&data, &dir.path().join("no-init"), 40) }, TrainOptions { init: Some(half.join("last")), start_step: 40, ..options(&data, &dir.path().join("past"), 40) }] {
+        let error = train(bad, false, Arc::new(AtomicBool::new(false))).unwrap_err();
+        assert!(error.to_string().contains("--start-step"), "{error}");
+    }
 
     // A named preset starts from weights whose tensors fit it: `tiny-hybrid` from `tiny`
     // weights (one layer's attention turned softmax) keeps their knowledge and its own shape.
