@@ -475,6 +475,11 @@ pub struct CandidateOptions {
 pub fn check_candidate(o: &CandidateOptions) -> Result<String> {
     create_folder(&o.out)?;
     let settings = GenerationSettings { min_bars: o.min_bars, ..GenerationSettings::default() };
+    // The POP909 data first: a wrong path fails before a minute of generation, not after it.
+    let cp_data = match &o.pop909 {
+        Some(root) => Some(dataset::build(&Source::Pop909(root.clone()), Representation::Cp, false)?),
+        None => None,
+    };
     let songs = |w: &Weights| -> Result<Vec<SongResult>> {
         let model = CpRnn::from_tensors(&w.cp_config()?, &w.tensors, Precision::Int8)?;
         Ok(generate_cp(&model, o.songs, &settings, o.progress))
@@ -483,14 +488,13 @@ pub fn check_candidate(o: &CandidateOptions) -> Result<String> {
     write_songs(&o.out.join("candidate"), &candidate_songs)?;
     write_songs(&o.out.join("shipped"), &shipped_songs)?;
     let (mut losses, mut data) = ((None, None), None);
-    if let Some(root) = &o.pop909 {
-        let cp_data = dataset::build(&Source::Pop909(root.clone()), Representation::Cp, false)?;
+    if let (Some(root), Some(cp_data)) = (&o.pop909, &cp_data) {
         let bar = progress_bar(2, "validation losses", o.progress);
-        losses.0 = Some(validation_loss(&o.candidate, &cp_data)?);
+        losses.0 = Some(validation_loss(&o.candidate, cp_data)?);
         bar.inc(1);
-        losses.1 = Some(validation_loss(&o.shipped, &cp_data)?);
+        losses.1 = Some(validation_loss(&o.shipped, cp_data)?);
         bar.finish_and_clear();
-        let reference = validation_songs(root, &cp_data)?;
+        let reference = validation_songs(root, cp_data)?;
         data = Some(Group { name: String::new(), unit: "word", songs: reference, parameters: None, validation_loss: None }.summary());
     }
     let rows = targets::rows(&targets::ShipFigures::of(&candidate_songs, losses.0), &targets::ShipFigures::of(&shipped_songs, losses.1), data.as_ref());

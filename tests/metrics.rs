@@ -171,7 +171,14 @@ fn the_ship_check_judges_a_candidate_next_to_the_shipped_model() {
     for model in ["candidate", "shipped"] {
         assert!(cp_piano::midi::import::import_file(&out.path().join(model).join("seed_2.mid")).is_ok(), "{model}");
     }
+    // A wrong POP909 folder is refused before any song is generated.
+    let wrong = tempfile::tempdir().unwrap();
+    let mut options = options;
+    (options.out, options.pop909) = (wrong.path().to_path_buf(), Some(wrong.path().join("no-such-pop909")));
+    let error = check_candidate(&options).unwrap_err();
+    assert!(format!("{error:#}").contains("no-such-pop909"), "the error does not name the folder: {error:#}");
+    assert!(!wrong.path().join("candidate").exists(), "songs were generated before the data was checked");
     let again = tempfile::tempdir().unwrap();
-    check_candidate(&CandidateOptions { out: again.path().to_path_buf(), ..options }).unwrap();
+    check_candidate(&CandidateOptions { out: again.path().to_path_buf(), pop909: None, ..options }).unwrap();
     assert_eq!(std::fs::read(out.path().join("candidate/seed_1.mid")).unwrap(), std::fs::read(again.path().join("candidate/seed_1.mid")).unwrap());
 }
