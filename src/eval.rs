@@ -20,6 +20,7 @@ use rayon::prelude::*;
 use crate::data::batches::windows;
 use crate::model::weights::{Weights, WeightsError};
 use crate::data::dataset::{self, DatasetError, Representation, Source, Split};
+use crate::generate::sampling::SamplingSettings;
 use crate::generate::{Finish, GenerationSettings, Generator};
 use crate::music::grid::Grid;
 use crate::eval::metrics::{mean, SongMetrics};
@@ -461,8 +462,10 @@ pub struct CandidateOptions {
     pub shipped: Weights,
     /// Names of the two for the table (their folders).
     pub names: (String, String),
-    /// Generation settings as the product's defaults, with this minimum length.
+    /// Generation settings as the product's defaults, with this minimum length...
     pub min_bars: u32,
+    /// ...and this sampling, for both models (the product's default: the paper's).
+    pub sampling: SamplingSettings,
     pub out: PathBuf,
     pub progress: bool,
     pub command: String,
@@ -474,7 +477,7 @@ pub struct CandidateOptions {
 /// `shipped/seed_N.mid`) in `out`; returns the report.
 pub fn check_candidate(o: &CandidateOptions) -> Result<String> {
     create_folder(&o.out)?;
-    let settings = GenerationSettings { min_bars: o.min_bars, ..GenerationSettings::default() };
+    let settings = GenerationSettings { min_bars: o.min_bars, sampling: o.sampling, ..GenerationSettings::default() };
     // The POP909 data first: a wrong path fails before a minute of generation, not after it.
     let cp_data = match &o.pop909 {
         Some(root) => Some(dataset::build(&Source::Pop909(root.clone()), Representation::Cp, false)?),
@@ -500,11 +503,12 @@ pub fn check_candidate(o: &CandidateOptions) -> Result<String> {
     let rows = targets::rows(&targets::ShipFigures::of(&candidate_songs, losses.0), &targets::ShipFigures::of(&shipped_songs, losses.1), data.as_ref());
     let report = format!(
         "# Ship check (issue 8, section 4)\n\nCommand: `{}`\n\n{} songs per model, seeds 0..{}, int8, the product's default settings (no song ends before {} bars, \
-         word cap 8,192).\n\n{}",
+         word cap 8,192), sampling {}.\n\n{}",
         o.command,
         o.songs,
         o.songs.saturating_sub(1),
         o.min_bars,
+        if o.sampling == SamplingSettings::default() { "as the paper".to_string() } else { o.sampling.describe() },
         targets::report_markdown(&rows, &o.names.0, &o.names.1)
     );
     dataset::write_atomically(&o.out.join("ship-check.md"), report.as_bytes())?;

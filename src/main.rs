@@ -259,6 +259,15 @@ enum Command {
         /// Neither model ends a song before this many bars.
         #[arg(long, default_value_t = 32)]
         min_bars: u32,
+        /// With --candidate: scales every family's sampling temperature, for both models.
+        #[arg(long, default_value_t = 1.0)]
+        temperature: f32,
+        /// With --candidate: replaces the nucleus threshold of the families that use one.
+        #[arg(long)]
+        top_p: Option<f32>,
+        /// With --candidate: one family's sampling, as in generate (FAMILY=T[:P]). Repeatable.
+        #[arg(long = "family", value_name = "FAMILY=T[:P]")]
+        families: Vec<cp_piano::generate::sampling::FamilyOverride>,
         /// Output folder (report.md, figures, songs).
         #[arg(short, long, default_value = "runs/eval")]
         out: PathBuf,
@@ -455,7 +464,7 @@ fn generate_takes(out: &std::path::Path, model: &Inference, settings: &Generatio
 }
 
 #[allow(clippy::too_many_arguments)]
-fn eval(midi: Option<PathBuf>, songs: Option<usize>, candidate: Option<PathBuf>, pop909: Option<PathBuf>, cp_weights: Option<PathBuf>, remi_weights: Option<PathBuf>, min_bars: u32, out: PathBuf) -> Result<()> {
+fn eval(midi: Option<PathBuf>, songs: Option<usize>, candidate: Option<PathBuf>, pop909: Option<PathBuf>, cp_weights: Option<PathBuf>, remi_weights: Option<PathBuf>, min_bars: u32, sampling: SamplingSettings, out: PathBuf) -> Result<()> {
     use cp_piano::eval::{check_candidate, compare, folder_metrics, CandidateOptions, CompareOptions, Group};
     if let Some(dir) = midi {
         let (results, skipped) = folder_metrics(&dir, true)?;
@@ -482,7 +491,7 @@ fn eval(midi: Option<PathBuf>, songs: Option<usize>, candidate: Option<PathBuf>,
     let report = if let Some(path) = candidate {
         let names = (path.display().to_string(), cp_weights.map_or("weights (shipped)".into(), |p| p.display().to_string()));
         let candidate = cp_piano::model::weights::load_weights(Some(&path))?;
-        check_candidate(&CandidateOptions { songs: songs.unwrap_or(100).max(1), pop909, candidate, shipped: cp, names, min_bars, out: out.clone(), progress: true, command })?
+        check_candidate(&CandidateOptions { songs: songs.unwrap_or(100).max(1), pop909, candidate, shipped: cp, names, min_bars, sampling, out: out.clone(), progress: true, command })?
     } else {
         let remi_xl = cp_piano::model::weights::load_remi_xl_weights(remi_weights.as_deref(), shipped_remi_xl())?;
         compare(&CompareOptions { songs: songs.unwrap_or(50).max(1), pop909, cp, remi_xl, min_bars, out: out.clone(), progress: true, command })?
@@ -569,7 +578,13 @@ fn run(cli: Cli) -> Result<()> {
             generate(out, settings, weights, prime, prime_bars, hands, variations, precision, device)
         }
         Command::Bench { words, weights, no_training, training_only } => Ok(cp_piano::bench::print(words, weights.as_deref(), no_training, training_only)?),
-        Command::Eval { midi, songs, candidate, pop909, cp_weights, remi_weights, min_bars, out } => eval(midi, songs, candidate, pop909, cp_weights, remi_weights, min_bars, out),
+        Command::Eval { midi, songs, candidate, pop909, cp_weights, remi_weights, min_bars, temperature, top_p, families, out } => {
+            let sampling = SamplingSettings::default().adjusted(temperature, top_p).with_overrides(&families);
+            if candidate.is_none() && sampling != SamplingSettings::default() {
+                anyhow::bail!("--temperature, --top-p and --family set the ship check's sampling (with --candidate); the comparison samples each model as its paper does");
+            }
+            eval(midi, songs, candidate, pop909, cp_weights, remi_weights, min_bars, sampling, out)
+        }
         Command::Loss { weights, data, split } => {
             let weights = cp_piano::model::weights::load_weights(weights.as_deref())?;
             let kind = weights.model_config()?.kind();

@@ -156,6 +156,7 @@ fn the_ship_check_judges_a_candidate_next_to_the_shipped_model() {
         shipped: weights_of(tiny(), 2),
         names: ("runs/a/best".into(), "weights".into()),
         min_bars: 4,
+        sampling: Default::default(),
         out: out.path().to_path_buf(),
         progress: false,
         command: "cp-piano eval --candidate runs/a/best --songs 3".into(),
@@ -178,7 +179,17 @@ fn the_ship_check_judges_a_candidate_next_to_the_shipped_model() {
     let error = check_candidate(&options).unwrap_err();
     assert!(format!("{error:#}").contains("no-such-pop909"), "the error does not name the folder: {error:#}");
     assert!(!wrong.path().join("candidate").exists(), "songs were generated before the data was checked");
+    // Other sampling applies to both models, and the report says which.
+    let sampled = tempfile::tempdir().unwrap();
+    (options.out, options.pop909) = (sampled.path().to_path_buf(), None);
+    options.sampling = options.sampling.with_overrides(&["pitch=3:none".parse().unwrap()]);
+    let report = check_candidate(&options).unwrap();
+    assert!(report.contains("pitch 3 (no nucleus)"), "{report}");
+    let song = |dir: &std::path::Path, model: &str| std::fs::read(dir.join(model).join("seed_1.mid")).unwrap();
+    for model in ["candidate", "shipped"] {
+        assert_ne!(song(out.path(), model), song(sampled.path(), model), "{model}: the sampling did not reach the songs");
+    }
     let again = tempfile::tempdir().unwrap();
-    check_candidate(&CandidateOptions { out: again.path().to_path_buf(), pop909: None, ..options }).unwrap();
+    check_candidate(&CandidateOptions { out: again.path().to_path_buf(), sampling: Default::default(), ..options }).unwrap();
     assert_eq!(std::fs::read(out.path().join("candidate/seed_1.mid")).unwrap(), std::fs::read(again.path().join("candidate/seed_1.mid")).unwrap());
 }

@@ -94,6 +94,16 @@ impl std::str::FromStr for FamilyOverride {
 }
 
 impl SamplingSettings {
+    /// Each family's temperature and nucleus in words, e.g. `pitch 1 (top-p 0.9), velocity 5 (no
+    /// nucleus), ...`, for reports.
+    pub fn describe(&self) -> String {
+        let family = |(f, s): (Family, &FamilySampling)| match s.top_p {
+            Some(p) => format!("{} {} (top-p {p})", f.name(), s.temperature),
+            None => format!("{} {} (no nucleus)", f.name(), s.temperature),
+        };
+        Family::ALL.into_iter().zip(&self.families).map(family).collect::<Vec<_>>().join(", ")
+    }
+
     /// These settings with `overrides` applied in order (a later one for the same family wins).
     pub fn with_overrides(mut self, overrides: &[FamilyOverride]) -> SamplingSettings {
         for o in overrides {
@@ -162,6 +172,13 @@ pub fn sample(logits: &mut [f32], how: FamilySampling, rng: &mut Rng, scratch: &
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_description_names_every_family_with_its_sampling() {
+        let text = SamplingSettings::default().with_overrides(&["pitch=1.1:none".parse().unwrap()]).describe();
+        assert!(text.starts_with("tempo 1.2 (top-p 0.9), chord 1 (top-p 0.99), bar-beat 1.2 (no nucleus)"), "{text}");
+        assert!(text.contains("pitch 1.1 (no nucleus)") && text.ends_with("velocity 5 (no nucleus)"), "{text}");
+    }
 
     #[test]
     fn a_family_override_sets_that_family_alone_and_bad_text_is_refused() {
