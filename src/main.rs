@@ -285,8 +285,10 @@ enum Command {
     },
     /// Copy a weights folder (e.g. a run's best/) into another, in bf16 (to ship) or f32.
     ExportWeights {
-        #[arg(long)]
-        from: PathBuf,
+        /// A weights folder; given several times, their mean is exported (checkpoint
+        /// averaging, e.g. a run's last three validation steps).
+        #[arg(long, required = true)]
+        from: Vec<PathBuf>,
         #[arg(long)]
         to: PathBuf,
         /// Keep f32 instead of converting to bf16.
@@ -621,13 +623,16 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::ExportWeights { from, to, f32 } => {
-            let weights = cp_piano::model::weights::Weights::load_dir(&from)?;
+            let all = from.iter().map(|dir| cp_piano::model::weights::Weights::load_dir(dir)).collect::<Result<Vec<_>, _>>()?;
+            let weights = cp_piano::model::weights::Weights::average(&all)?;
             weights.model_config()?;
             let mut tensors: Vec<(String, candle_core::Tensor)> = weights.tensors.into_iter().collect();
             tensors.sort_by(|a, b| a.0.cmp(&b.0));
             let dtype = if f32 { candle_core::DType::F32 } else { candle_core::DType::BF16 };
             cp_piano::model::weights::export_weights(&to, &weights.config_json, &tensors, dtype)?;
-            println!("{} -> {} ({:?})", from.display(), to.display(), dtype);
+            let names: Vec<String> = from.iter().map(|p| p.display().to_string()).collect();
+            let what = if names.len() > 1 { format!("the mean of {}", names.join(", ")) } else { names.concat() };
+            println!("{what} -> {} ({dtype:?})", to.display());
             Ok(())
         }
         Command::Train {

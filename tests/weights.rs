@@ -8,8 +8,12 @@ use cp_piano::model::weights::{export_weights, Weights, CHECKSUM_KEY, CONFIG_FIL
 use cp_piano::model::Trainable;
 
 fn tiny_tensors() -> (String, Vec<(String, Tensor)>) {
-    let config = Config::preset("tiny").unwrap();
-    let model = Trainable::new(&config, 2, &Device::Cpu).unwrap();
+    tensors_of("tiny", 2)
+}
+
+fn tensors_of(preset: &str, seed: u64) -> (String, Vec<(String, Tensor)>) {
+    let config = Config::preset(preset).unwrap();
+    let model = Trainable::new(&config, seed, &Device::Cpu).unwrap();
     let mut tensors: Vec<(String, Tensor)> = model.named_tensors().into_iter().collect();
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     (serde_json::to_string(&cp_piano::model::ModelConfig::from(&config)).unwrap(), tensors)
@@ -76,4 +80,29 @@ fn the_shipped_weights_record_a_checksum_that_matches() {
     let value: serde_json::Value = serde_json::from_str(&config).unwrap();
     let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/weights/model.safetensors")).unwrap();
     assert_eq!(value[CHECKSUM_KEY].as_str(), Some(cp_piano::model::weights::checksum(&bytes).as_str()));
+}
+
+#[test]
+fn averaged_weights_are_the_elementwise_mean_and_other_models_are_refused() {
+    let load = |preset: &str, seed: u64| {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, tensors) = tensors_of(preset, seed);
+        export_weights(dir.path(), &config, &tensors, DType::F32).unwrap();
+        Weights::load_dir(dir.path()).unwrap()
+    };
+    let (a, b, c) = (load("tiny", 1), load("tiny", 2), load("tiny", 3));
+    let mean = Weights::average(&[a, b, c]).unwrap();
+    let (a, b, c) = (load("tiny", 1), load("tiny", 2), load("tiny", 3));
+    let values = |w: &Weights, name: &str| w.tensors[name].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    for name in a.tensors.keys() {
+        let (m, x, y, z) = (values(&mean, name), values(&a, name), values(&b, name), values(&c, name));
+        for i in 0..m.len() {
+            assert!((m[i] - (x[i] + y[i] + z[i]) / 3.0).abs() < 1e-6, "{name}[{i}]: {} is not the mean of {}, {}, {}", m[i], x[i], y[i], z[i]);
+        }
+    }
+    mean.cp_config().unwrap();
+    // Weights of another shape of model cannot be averaged with these.
+    let error = Weights::average(&[a, load("small", 1)]).err().expect("a tiny and a small model were averaged").to_string();
+    assert!(error.starts_with("cannot average: weights 2 have another config"), "{error}");
+    assert!(Weights::average(&[]).is_err());
 }

@@ -41,6 +41,8 @@ pub enum WeightsError {
     NoShippedRemiXl,
     #[error("{0}")]
     WrongKind(&'static str),
+    #[error("cannot average: {0}")]
+    Average(String),
     #[error(transparent)]
     Model(#[from] LoadError),
     #[error(transparent)]
@@ -152,6 +154,36 @@ impl Weights {
         }
         let config_json = serde_json::to_string(&config).map_err(|e| WeightsError::Config(e.to_string()))?;
         Ok(Weights { config_json, tensors })
+    }
+
+    /// The elementwise mean of several weights of one model (checkpoint averaging: the mean of
+    /// a run's last few validation checkpoints usually scores a lower validation loss than any
+    /// one of them). Refuses weights whose configs, tensor names or shapes differ.
+    pub fn average(all: &[Weights]) -> Result<Weights> {
+        let Some(first) = all.first() else { return Err(WeightsError::Average("no weights to average".into())) };
+        let parse = |w: &Weights| serde_json::from_str::<serde_json::Value>(&w.config_json).map_err(|e| WeightsError::Config(e.to_string()));
+        let config = parse(first)?;
+        let mut tensors = HashMap::new();
+        for (i, w) in all.iter().enumerate().skip(1) {
+            if parse(w)? != config {
+                return Err(WeightsError::Average(format!("weights {} have another config than weights 1", i + 1)));
+            }
+            if w.tensors.len() != first.tensors.len() {
+                return Err(WeightsError::Average(format!("weights {} have {} tensors, weights 1 have {}", i + 1, w.tensors.len(), first.tensors.len())));
+            }
+        }
+        for (name, t) in &first.tensors {
+            let mut sum = t.to_dtype(DType::F32)?;
+            for (i, w) in all.iter().enumerate().skip(1) {
+                let other = w.tensors.get(name).ok_or_else(|| WeightsError::Average(format!("weights {} lack tensor {name}", i + 1)))?;
+                if other.dims() != t.dims() {
+                    return Err(WeightsError::Average(format!("tensor {name} is {:?} in weights {} but {:?} in weights 1", other.dims(), i + 1, t.dims())));
+                }
+                sum = (sum + other.to_dtype(DType::F32)?)?;
+            }
+            tensors.insert(name.clone(), (sum / all.len() as f64)?);
+        }
+        Ok(Weights { config_json: first.config_json.clone(), tensors })
     }
 
     /// The model's config, CP or REMI-XL.
