@@ -508,7 +508,7 @@ pub fn check_candidate(o: &CandidateOptions) -> Result<String> {
         o.songs,
         o.songs.saturating_sub(1),
         o.min_bars,
-        if o.sampling == SamplingSettings::default() { "the product's default (the paper's, pitch without a nucleus)".to_string() } else { o.sampling.describe() },
+        if o.sampling == SamplingSettings::default() { "the product's default (the paper's, except pitch without a nucleus and bar-beat at temperature 1)".to_string() } else { o.sampling.describe() },
         targets::report_markdown(&rows, &o.names.0, &o.names.1)
     );
     dataset::write_atomically(&o.out.join("ship-check.md"), report.as_bytes())?;
@@ -551,7 +551,7 @@ pub fn report_markdown(groups: &[Group], o: &CompareOptions) -> String {
     out.push_str(&format!(
         "{} songs per model, seeds 0..{}; both models int8 weights, one thread per song; no song ends before {} bars \
          (the product's default; EOS is masked until then for both); caps: CP 8,192 words, REMI-XL 7,680 tokens (the seed's). \
-         Sampling: CP per family as the product's default (the paper's, pitch without a nucleus), REMI-XL temperature 1.2 and nucleus 0.9 (the seed's).\n\n",
+         Sampling: CP per family as the product's default (the paper's, except pitch without a nucleus and bar-beat at temperature 1), REMI-XL temperature 1.2 and nucleus 0.9 (the seed's).\n\n",
         o.songs,
         o.songs.saturating_sub(1),
         o.min_bars

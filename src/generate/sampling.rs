@@ -41,13 +41,16 @@ impl SamplingSettings {
 }
 
 impl Default for SamplingSettings {
-    /// The product's default: the paper's, except that pitch is drawn from the model's whole
-    /// distribution (no nucleus). The paper's 0.9 pitch nucleus cuts the model's less likely
-    /// notes, mostly those outside the chord, and left the songs' pitch-class entropy (H1) about
-    /// 10 % under the data's; without it H1 and H4 come within a few percent (docs/results.md).
+    /// The product's default: the paper's, except where the model's own distribution measured
+    /// closer to the data (issue 8's ship check, docs/results.md): pitch has no nucleus (the
+    /// paper's 0.9 cut the less likely notes, mostly those outside the chord, and left the
+    /// pitch-class entropy H1 ~10 % under the data's), and bar-beat has temperature 1 (the
+    /// paper's 1.2 scattered the onsets: grooving similarity 0.675 against the data's 0.748;
+    /// 0.722 at 1).
     fn default() -> Self {
         let mut settings = SamplingSettings::paper();
         settings.families[Family::Pitch.index()].top_p = None;
+        settings.families[Family::BarBeat.index()].temperature = 1.0;
         settings
     }
 }
@@ -188,7 +191,7 @@ mod tests {
     #[test]
     fn a_description_names_every_family_with_its_sampling() {
         let text = SamplingSettings::default().with_overrides(&["pitch=1.1:none".parse().unwrap()]).describe();
-        assert!(text.starts_with("tempo 1.2 (top-p 0.9), chord 1 (top-p 0.99), bar-beat 1.2 (no nucleus)"), "{text}");
+        assert!(text.starts_with("tempo 1.2 (top-p 0.9), chord 1 (top-p 0.99), bar-beat 1 (no nucleus)"), "{text}");
         assert!(text.contains("pitch 1.1 (no nucleus)") && text.ends_with("velocity 5 (no nucleus)"), "{text}");
     }
 
@@ -201,7 +204,8 @@ mod tests {
         assert_eq!(velocity.families[..Family::Velocity.index()], default.families[..Family::Velocity.index()]);
         assert_eq!(set("duration=1:0.8").families[Family::Duration.index()], FamilySampling { temperature: 1.0, top_p: Some(0.8) });
         assert_eq!(set("pitch=0.9:0.95").families[Family::Pitch.index()], FamilySampling { temperature: 0.9, top_p: Some(0.95) });
-        assert_eq!(set("pitch=1:0.9"), SamplingSettings::paper(), "--family pitch=1:0.9 gives back the paper's settings");
+        let paper = SamplingSettings::default().with_overrides(&["pitch=1:0.9".parse().unwrap(), "bar-beat=1.2".parse().unwrap()]);
+        assert_eq!(paper, SamplingSettings::paper(), "--family pitch=1:0.9 --family bar-beat=1.2 gives back the paper's settings");
         assert_eq!(set("duration=1.5").families[Family::Duration.index()].top_p, Some(0.9), "the nucleus stays unless given");
         for bad in ["velocity", "loudness=1", "velocity=0", "velocity=x", "pitch=1:1.5", "pitch=1:0"] {
             assert!(bad.parse::<FamilyOverride>().is_err(), "{bad} was accepted");
