@@ -167,7 +167,7 @@ enum Command {
         #[arg(long)]
         max_bars: Option<u32>,
         /// Do not end (EOS) before this many bars.
-        #[arg(long, default_value_t = 32)]
+        #[arg(long, default_value_t = 8)]
         min_bars: u32,
         /// Scales every family's sampling temperature (REMI-XL: its 1.2).
         #[arg(long, default_value_t = 1.0)]
@@ -257,7 +257,7 @@ enum Command {
         #[arg(long)]
         remi_weights: Option<PathBuf>,
         /// Neither model ends a song before this many bars.
-        #[arg(long, default_value_t = 32)]
+        #[arg(long, default_value_t = 8)]
         min_bars: u32,
         /// With --candidate: scales every family's sampling temperature, for both models.
         #[arg(long, default_value_t = 1.0)]

@@ -96,6 +96,11 @@ impl Config {
         Config { softmax_layers: vec![2, 4], ..Config::small() }
     }
 
+    /// The name of the preset this config is, if it is one (`small-hybrid` for the shipped model).
+    pub fn preset_name(&self) -> Option<&'static str> {
+        ["paper", "small", "small-hybrid", "tiny", "tiny-hybrid"].into_iter().find(|name| Config::preset(name).as_ref() == Some(self))
+    }
+
     /// A preset by name (`paper`, `small`, `small-hybrid`, or `tiny` and `tiny-hybrid` for
     /// tests; `tiny-hybrid`'s second layer attends by softmax over 64 words).
     pub fn preset(name: &str) -> Option<Config> {
@@ -153,5 +158,18 @@ impl Config {
             return Err(ConfigError::ZeroWindow);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_preset_is_named_and_a_changed_one_is_not() {
+        for name in ["paper", "small", "small-hybrid", "tiny", "tiny-hybrid"] {
+            assert_eq!(Config::preset(name).unwrap().preset_name(), Some(name));
+        }
+        assert_eq!(Config { window: 512, ..Config::small_hybrid() }.preset_name(), None);
     }
 }
