@@ -169,17 +169,8 @@ enum Command {
         /// Do not end (EOS) before this many bars.
         #[arg(long, default_value_t = 8)]
         min_bars: u32,
-        /// Scales every family's sampling temperature (REMI-XL: its 1.2).
-        #[arg(long, default_value_t = 1.0)]
-        temperature: f32,
-        /// Replaces the nucleus threshold of the families that use one (REMI-XL: its 0.9).
-        #[arg(long)]
-        top_p: Option<f32>,
-        /// One family's sampling, after --temperature and --top-p: FAMILY=TEMPERATURE[:TOP_P],
-        /// e.g. velocity=1.5 or duration=1:0.8 (TOP_P "none": the whole distribution). Families:
-        /// tempo, chord, bar-beat, type, pitch, duration, velocity. Repeatable.
-        #[arg(long = "family", value_name = "FAMILY=T[:P]")]
-        families: Vec<cp_piano::generate::sampling::FamilyOverride>,
+        #[command(flatten)]
+        sampling: SamplingArgs,
         /// A MIDI clip to continue (or a song to regenerate from a bar, with --prime-bars).
         #[arg(long)]
         prime: Option<PathBuf>,
@@ -259,15 +250,9 @@ enum Command {
         /// Neither model ends a song before this many bars.
         #[arg(long, default_value_t = 8)]
         min_bars: u32,
-        /// With --candidate: scales every family's sampling temperature, for both models.
-        #[arg(long, default_value_t = 1.0)]
-        temperature: f32,
-        /// With --candidate: replaces the nucleus threshold of the families that use one.
-        #[arg(long)]
-        top_p: Option<f32>,
-        /// With --candidate: one family's sampling, as in generate (FAMILY=T[:P]). Repeatable.
-        #[arg(long = "family", value_name = "FAMILY=T[:P]")]
-        families: Vec<cp_piano::generate::sampling::FamilyOverride>,
+        /// Sampling for the ship check (with --candidate), the same for both models.
+        #[command(flatten)]
+        sampling: SamplingArgs,
         /// Output folder (report.md, figures, songs).
         #[arg(short, long, default_value = "runs/eval")]
         out: PathBuf,
@@ -295,6 +280,28 @@ enum Command {
         #[arg(long)]
         f32: bool,
     },
+}
+
+/// How the CP model samples: the product's defaults, changed by these flags.
+#[derive(clap::Args)]
+struct SamplingArgs {
+    /// Scales every family's sampling temperature (REMI-XL: its 1.2).
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f32,
+    /// Replaces the nucleus threshold of the families that use one (REMI-XL: its 0.9).
+    #[arg(long)]
+    top_p: Option<f32>,
+    /// One family's sampling, after --temperature and --top-p: FAMILY=TEMPERATURE[:TOP_P],
+    /// e.g. velocity=1.5 or duration=1:0.8 (TOP_P "none": the whole distribution). Families:
+    /// tempo, chord, bar-beat, type, pitch, duration, velocity. Repeatable.
+    #[arg(long = "family", value_name = "FAMILY=T[:P]")]
+    families: Vec<cp_piano::generate::sampling::FamilyOverride>,
+}
+
+impl SamplingArgs {
+    fn settings(&self) -> SamplingSettings {
+        SamplingSettings::default().adjusted(self.temperature, self.top_p).with_overrides(&self.families)
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -546,8 +553,8 @@ fn density(text: &str) -> std::result::Result<f32, String> {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Generate { out, model, seed, weights, max_words, max_bars, min_bars, temperature, top_p, families, prime, prime_bars, key, chords, chords_loop, chord_tones, hands, density, variations, precision, device } => {
-            if model == ModelKind::RemiXl && (chords.is_some() || prime_bars.is_some() || density != 0.0 || variations.is_some() || !families.is_empty()) {
+        Command::Generate { out, model, seed, weights, max_words, max_bars, min_bars, sampling, prime, prime_bars, key, chords, chords_loop, chord_tones, hands, density, variations, precision, device } => {
+            if model == ModelKind::RemiXl && (chords.is_some() || prime_bars.is_some() || density != 0.0 || variations.is_some() || !sampling.families.is_empty()) {
                 anyhow::bail!("--chords, --prime-bars, --density, --variations and --family steer the CP model; the REMI-XL baseline takes none of them");
             }
             if model == ModelKind::RemiXl {
@@ -555,8 +562,8 @@ fn run(cli: Cli) -> Result<()> {
                 let settings = RemiSettings {
                     seed,
                     sampling: cp_piano::generate::sampling::FamilySampling {
-                        temperature: SEED_SAMPLING.temperature * temperature.max(1e-3),
-                        top_p: top_p.map(|p| p.clamp(0.0, 1.0)).or(SEED_SAMPLING.top_p),
+                        temperature: SEED_SAMPLING.temperature * sampling.temperature.max(1e-3),
+                        top_p: sampling.top_p.map(|p| p.clamp(0.0, 1.0)).or(SEED_SAMPLING.top_p),
                     },
                     max_tokens: max_words.unwrap_or(SEED_MAX_TOKENS),
                     max_bars,
@@ -567,7 +574,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             let settings = GenerationSettings {
                 seed,
-                sampling: SamplingSettings::default().adjusted(temperature, top_p).with_overrides(&families),
+                sampling: sampling.settings(),
                 max_words: max_words.unwrap_or(GenerationSettings::default().max_words),
                 max_bars,
                 min_bars,
@@ -580,8 +587,8 @@ fn run(cli: Cli) -> Result<()> {
             generate(out, settings, weights, prime, prime_bars, hands, variations, precision, device)
         }
         Command::Bench { words, weights, no_training, training_only } => Ok(cp_piano::bench::print(words, weights.as_deref(), no_training, training_only)?),
-        Command::Eval { midi, songs, candidate, pop909, cp_weights, remi_weights, min_bars, temperature, top_p, families, out } => {
-            let sampling = SamplingSettings::default().adjusted(temperature, top_p).with_overrides(&families);
+        Command::Eval { midi, songs, candidate, pop909, cp_weights, remi_weights, min_bars, sampling, out } => {
+            let sampling = sampling.settings();
             if candidate.is_none() && sampling != SamplingSettings::default() {
                 anyhow::bail!("--temperature, --top-p and --family set the ship check's sampling (with --candidate); the comparison samples each model as its paper does");
             }
