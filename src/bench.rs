@@ -1,7 +1,8 @@
 //! `cp-piano bench`: speed figures. Generation cost per word of the recurrent model (f32 and
 //! the int8 fast path, one thread) for the shipped model (trained `small-hybrid`) and random
-//! `paper` and `small-hybrid` (its window full) models, and the training speed of `small`, `small-hybrid` and `paper`; the
-//! same per token for the REMI Transformer-XL baseline (`small`, random weights, memory full).
+//! `paper` and `small-hybrid` (its window full) models, and the training speed of `small`,
+//! `small-hybrid` and `paper`; the same per token for the REMI Transformer-XL baseline
+//! (`small`, random weights, memory full).
 //! Prints figures; asserts nothing.
 
 use std::collections::HashMap;

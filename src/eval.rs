@@ -20,7 +20,7 @@ use rayon::prelude::*;
 use crate::data::batches::windows;
 use crate::model::weights::{Weights, WeightsError};
 use crate::data::dataset::{self, DatasetError, Representation, Source, Split};
-use crate::generate::sampling::SamplingSettings;
+use crate::generate::sampling::{SamplingSettings, DEFAULT_DESCRIPTION};
 use crate::generate::{Finish, GenerationSettings, Generator};
 use crate::music::grid::Grid;
 use crate::eval::metrics::{mean, SongMetrics};
@@ -464,7 +464,7 @@ pub struct CandidateOptions {
     pub names: (String, String),
     /// Generation settings as the product's defaults, with this minimum length...
     pub min_bars: u32,
-    /// ...and this sampling, for both models (the product's default: the paper's).
+    /// ...and this sampling, for both models (`SamplingSettings::default()`: the product's).
     pub sampling: SamplingSettings,
     pub out: PathBuf,
     pub progress: bool,
@@ -479,8 +479,8 @@ pub fn check_candidate(o: &CandidateOptions) -> Result<String> {
     create_folder(&o.out)?;
     let settings = GenerationSettings { min_bars: o.min_bars, sampling: o.sampling, ..GenerationSettings::default() };
     // The POP909 data first: a wrong path fails before a minute of generation, not after it.
-    let cp_data = match &o.pop909 {
-        Some(root) => Some(dataset::build(&Source::Pop909(root.clone()), Representation::Cp, false)?),
+    let pop909 = match &o.pop909 {
+        Some(root) => Some((root, dataset::build(&Source::Pop909(root.clone()), Representation::Cp, false)?)),
         None => None,
     };
     let songs = |w: &Weights| -> Result<Vec<SongResult>> {
@@ -491,7 +491,7 @@ pub fn check_candidate(o: &CandidateOptions) -> Result<String> {
     write_songs(&o.out.join("candidate"), &candidate_songs)?;
     write_songs(&o.out.join("shipped"), &shipped_songs)?;
     let (mut losses, mut data) = ((None, None), None);
-    if let (Some(root), Some(cp_data)) = (&o.pop909, &cp_data) {
+    if let Some((root, cp_data)) = &pop909 {
         let bar = progress_bar(2, "validation losses", o.progress);
         losses.0 = Some(validation_loss(&o.candidate, cp_data)?);
         bar.inc(1);
@@ -508,7 +508,7 @@ pub fn check_candidate(o: &CandidateOptions) -> Result<String> {
         o.songs,
         o.songs.saturating_sub(1),
         o.min_bars,
-        if o.sampling == SamplingSettings::default() { "the product's default (the paper's, except pitch without a nucleus and bar-beat at temperature 1)".to_string() } else { o.sampling.describe() },
+        if o.sampling == SamplingSettings::default() { DEFAULT_DESCRIPTION.to_string() } else { o.sampling.describe() },
         targets::report_markdown(&rows, &o.names.0, &o.names.1)
     );
     dataset::write_atomically(&o.out.join("ship-check.md"), report.as_bytes())?;
@@ -551,7 +551,7 @@ pub fn report_markdown(groups: &[Group], o: &CompareOptions) -> String {
     out.push_str(&format!(
         "{} songs per model, seeds 0..{}; both models int8 weights, one thread per song; no song ends before {} bars \
          (the product's default; EOS is masked until then for both); caps: CP 8,192 words, REMI-XL 7,680 tokens (the seed's). \
-         Sampling: CP per family as the product's default (the paper's, except pitch without a nucleus and bar-beat at temperature 1), REMI-XL temperature 1.2 and nucleus 0.9 (the seed's).\n\n",
+         Sampling: CP per family as {DEFAULT_DESCRIPTION}, REMI-XL temperature 1.2 and nucleus 0.9 (the seed's).\n\n",
         o.songs,
         o.songs.saturating_sub(1),
         o.min_bars

@@ -167,7 +167,7 @@ enum Command {
         #[arg(long)]
         max_bars: Option<u32>,
         /// Do not end (EOS) before this many bars.
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = GenerationSettings::default().min_bars)]
         min_bars: u32,
         #[command(flatten)]
         sampling: SamplingArgs,
@@ -248,7 +248,7 @@ enum Command {
         #[arg(long)]
         remi_weights: Option<PathBuf>,
         /// Neither model ends a song before this many bars.
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = GenerationSettings::default().min_bars)]
         min_bars: u32,
         /// Sampling for the ship check (with --candidate), the same for both models.
         #[command(flatten)]

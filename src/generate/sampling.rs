@@ -40,6 +40,9 @@ impl SamplingSettings {
     }
 }
 
+/// What `SamplingSettings::default()` is, in words, for reports.
+pub const DEFAULT_DESCRIPTION: &str = "the product's default (the paper's, except pitch without a nucleus and bar-beat at temperature 1)";
+
 impl Default for SamplingSettings {
     /// The product's default: the paper's, except where the model's own distribution measured
     /// closer to the data (issue 8's ship check, docs/results.md): pitch has no nucleus (the
