@@ -1,6 +1,7 @@
 //! `cp-piano bench`: speed figures. Generation cost per word of the recurrent model (f32 and
 //! the int8 fast path, one thread) for the shipped model (trained `small-hybrid`) and random
-//! `paper` and `small-hybrid` (its window full) models, and the training speed of `small`,
+//! `paper`, `small` (K takes of the paper's linear attention alone) and `small-hybrid` (its
+//! window full) models, and the training speed of `small`,
 //! `small-hybrid` and `paper`; the same per token for the REMI Transformer-XL baseline
 //! (`small`, random weights, memory full).
 //! Prints figures; asserts nothing.
@@ -216,6 +217,8 @@ pub fn print(words: usize, weights: Option<&std::path::Path>, no_training: bool,
                 let name = format!("{} (trained)", trained.config.preset_name().unwrap_or("custom"));
                 println!("  {name:<22} {precision:?}: {ms:.3} ms/word, {:.2} s per song, {:.1} MB of weights read per word", ms * words as f64 / 1000.0, trained.weight_bytes() as f64 / 1e6);
                 if precision == Precision::Int8 {
+                    let state_mb = trained.new_state().bytes() as f64 / 1e6;
+                    println!("    each take's own state: {state_mb:.1} MB (the softmax layers' key and value windows and the linear layers' sums), read every word");
                     for k in [2, 4, 8] {
                         let per_take = takes_ms_per_word(&trained, k, words, 0)?;
                         println!("    {k} takes together: {per_take:.3} ms per word of each take = {:.2}x one song (target for 4: <= 1.6x)", per_take / ms);
@@ -236,6 +239,14 @@ pub fn print(words: usize, weights: Option<&std::path::Path>, no_training: bool,
             println!("    4 takes together: {per_take:.3} ms per word of each take = {:.2}x one song", per_take / ms);
         }
     }
+    let small = random_rnn(&Config::small(), 1, Precision::Int8)?;
+    let ms = generation_ms_per_word(&small, words, 0);
+    let per_take = takes_ms_per_word(&small, 4, words, 0)?;
+    println!(
+        "  small (random; linear attention only, {:.1} MB of state per take) Int8: {ms:.3} ms/word; 4 takes together: {per_take:.3} ms per word of each take = {:.2}x one song (target <= 1.6x)",
+        small.new_state().bytes() as f64 / 1e6,
+        per_take / ms
+    );
     let hybrid = random_rnn(&Config::small_hybrid(), 1, Precision::Int8)?;
     let hybrid_words = words.max(2 * crate::model::config::DEFAULT_WINDOW);
     let ms = generation_ms_per_word(&hybrid, hybrid_words, 0);

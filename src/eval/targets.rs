@@ -125,7 +125,7 @@ pub fn rows(candidate: &ShipFigures, shipped: &ShipFigures, data: Option<&Summar
     let near = |f: fn(&Summary) -> f64, within: f64| data.map(|d| Target::Near { data: f(d), within });
     let row = |figure, target, f: fn(&ShipFigures) -> Option<f64>, digits| Row { figure, target, candidate: f(candidate), shipped: f(shipped), digits };
     vec![
-        row("validation loss (mean of 7 families, whole validation songs)", Some(Target::AtMost(VALIDATION_LOSS_MAX)), |f| f.validation_loss, 4),
+        row(VALIDATION_FIGURE, Some(Target::AtMost(VALIDATION_LOSS_MAX)), |f| f.validation_loss, 4),
         row("songs that end by EOS (%)", Some(Target::AtLeast(EOS_PERCENT_MIN)), |f| Some(f.eos_percent), 0),
         row("median bars", Some(Target::Between(MEDIAN_BARS.0, MEDIAN_BARS.1)), |f| Some(f.median_bars), 1),
         row("songs under 24 bars (%)", Some(Target::Below(SHORT_PERCENT_BELOW)), |f| Some(f.short_percent), 0),
@@ -143,8 +143,23 @@ pub fn met(rows: &[Row], value: fn(&Row) -> Option<f64>) -> (usize, usize) {
     (judged.iter().filter(|&&m| m).count(), judged.len())
 }
 
-/// The check as markdown: the table, then how many targets each model meets and whether every
-/// one of them is met.
+/// The validation loss's row (the tie-break of `ships`).
+const VALIDATION_FIGURE: &str = "validation loss (mean of 7 families, whole validation songs)";
+
+/// Whether the candidate replaces the shipped model: it meets more targets, or it meets every
+/// target the shipped model meets and has the lower validation loss (the loss the model is
+/// trained on breaks a tie). A target it cannot be judged on counts as not met.
+pub fn ships(rows: &[Row]) -> bool {
+    let (c, _) = met(rows, |r| r.candidate);
+    let (s, _) = met(rows, |r| r.shipped);
+    let keeps_every_target = rows.iter().all(|r| r.meets(r.shipped) != Some(true) || r.meets(r.candidate) == Some(true));
+    let loss = |value: fn(&Row) -> Option<f64>| rows.iter().find(|r| r.figure == VALIDATION_FIGURE).and_then(value).filter(|v| v.is_finite());
+    let lower_loss = matches!((loss(|r| r.candidate), loss(|r| r.shipped)), (Some(c), Some(s)) if c < s);
+    c > s || (c == s && keeps_every_target && lower_loss)
+}
+
+/// The check as markdown: the table, how many targets each model meets, whether the candidate
+/// meets every one of them, and whether it ships (`ships`).
 pub fn report_markdown(rows: &[Row], candidate: &str, shipped: &str) -> String {
     let cell = |row: &Row, value: Option<f64>| match value.filter(|v| v.is_finite()) {
         Some(v) => {
@@ -169,6 +184,11 @@ pub fn report_markdown(rows: &[Row], candidate: &str, shipped: &str) -> String {
         out.push_str(&format!(" ({} need --pop909)", rows.len() - judged));
     }
     out.push_str(if c == rows.len() { ". The candidate meets every target.\n" } else { ". The candidate does not meet every target.\n" });
+    out.push_str(if ships(rows) {
+        "\nShips: yes (more targets met, or every target the shipped model meets and a lower validation loss).\n"
+    } else {
+        "\nShips: no (it needs more targets met, or every target the shipped model meets and a lower validation loss).\n"
+    });
     out
 }
 
@@ -209,6 +229,26 @@ mod tests {
         assert!(report.contains("candidate 9 of 9, shipped 7 of 9"), "{report}");
         assert!(report.contains("meets every target"));
         assert!(report.contains("| median bars | 65.0-95.0 | 80.0 (met) | 120.0 (missed) |"), "{report}");
+    }
+
+    #[test]
+    fn a_tie_ships_only_with_every_target_kept_and_a_lower_loss() {
+        let shipped = figures(80.0, 2.0);
+        let better_loss = ShipFigures { validation_loss: Some(0.69), ..shipped };
+        // Same targets met (8 of 9; both miss the loss), lower loss: ships.
+        let tie = rows(&better_loss, &shipped, Some(&data()));
+        assert_eq!(met(&tie, |r| r.candidate), met(&tie, |r| r.shipped));
+        assert!(ships(&tie));
+        assert!(report_markdown(&tie, "a", "b").contains("Ships: yes"));
+        // The same loss: no reason to change.
+        assert!(!ships(&rows(&shipped, &shipped, Some(&data()))));
+        // A lower loss, but it trades the median (met by the shipped model) for nothing: no.
+        let traded = rows(&ShipFigures { median_bars: 120.0, ..better_loss }, &shipped, Some(&data()));
+        assert!(!ships(&traded));
+        assert!(report_markdown(&traded, "a", "b").contains("Ships: no"));
+        // More targets met ships whatever the loss.
+        let more = rows(&ShipFigures { validation_loss: Some(0.75), ..shipped }, &figures(120.0, 2.0), Some(&data()));
+        assert!(ships(&more));
     }
 
     #[test]
