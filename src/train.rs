@@ -177,11 +177,6 @@ impl Run {
 pub fn train(options: TrainOptions, resume: bool, stop: Arc<AtomicBool>) -> Result<TrainState> {
     let device = crate::model::cp_transformer::device(options.cuda)?;
     let data = load_data(&options.data, options.model, options.progress)?;
-    let train_windows = windows(&data, Split::Train, options.window);
-    let valid_windows = windows(&data, Split::Valid, options.window);
-    if train_windows.is_empty() {
-        return Err(TrainError::NoTrainingSongs(options.data.clone()));
-    }
     std::fs::create_dir_all(&options.out).map_err(|error| TrainError::CreateFolder { path: options.out.clone(), error })?;
     let checkpoint = options.out.join("checkpoint.safetensors");
     let log_path = options.out.join("log.jsonl");
@@ -245,6 +240,13 @@ pub fn train(options: TrainOptions, resume: bool, stop: Arc<AtomicBool>) -> Resu
     let o = run.options.clone();
     if o.transpose && o.model != ModelKind::Cp {
         return Err(TrainError::TransposeNotCp(o.model));
+    }
+    // The windows come from the run's own options: a resumed run keeps its window length
+    // whatever the command line says, so its data and validation loss stay the same.
+    let train_windows = windows(&data, Split::Train, o.window);
+    let valid_windows = windows(&data, Split::Valid, o.window);
+    if train_windows.is_empty() {
+        return Err(TrainError::NoTrainingSongs(o.data.clone()));
     }
     let batches_per_epoch = epoch_batches(&train_windows, o.batch_size, o.seed, 0).len() as u64;
     eprintln!(
