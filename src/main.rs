@@ -1,7 +1,7 @@
 //! The `cp-piano` command line: a thin layer over the library. Every failure prints one line
 //! naming the file and the reason, and exits non-zero.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::process::ExitCode;
@@ -310,7 +310,7 @@ enum DeviceKind {
     Cuda,
 }
 
-fn tokens(file: &PathBuf, repr: Representation, quiet: bool, pop909: bool) -> Result<()> {
+fn tokens(file: &Path, repr: Representation, quiet: bool, pop909: bool) -> Result<()> {
     let song = if pop909 {
         cp_piano::midi::pop909::load_song(file.parent().unwrap_or(file))
     } else {
@@ -346,7 +346,7 @@ fn tokens(file: &PathBuf, repr: Representation, quiet: bool, pop909: bool) -> Re
 
 /// Prints the summary line of a generated song and writes it.
 #[allow(clippy::too_many_arguments)]
-fn write_song(out: &PathBuf, grid: &Grid, steps: usize, sampled: usize, finish: Option<Finish>, seconds: f64, unit: &str, hands: bool) -> Result<()> {
+fn write_song(out: &Path, grid: &Grid, steps: usize, sampled: usize, finish: Option<Finish>, seconds: f64, unit: &str, hands: bool) -> Result<()> {
     let song = grid.to_song();
     let bytes = if hands { cp_piano::midi::export::export_hands(&song) } else { cp_piano::midi::export::export_bytes(&song, 0) };
     dataset::write_atomically(out, &bytes).with_context(|| out.display().to_string())?;

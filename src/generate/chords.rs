@@ -52,7 +52,7 @@ impl std::str::FromStr for Progression {
                 return Err(TextError(format!("bar {} of the progression does not fit in 4 beats", b + 1)));
             }
             // Chords without beats share what is left of the bar, in 16ths.
-            let share = if open > 0 { (4 - given) * POSITIONS_PER_BEAT / open } else { 0 };
+            let share = ((4 - given) * POSITIONS_PER_BEAT).checked_div(open).unwrap_or(0);
             let mut at = b as u32 * POSITIONS_PER_BAR;
             for (chord, beats) in parsed {
                 if changes.last().is_none_or(|&(_, c)| c != chord) {

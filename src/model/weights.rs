@@ -135,13 +135,9 @@ impl Weights {
     pub fn from_bytes(config_json: &str, safetensors: &[u8]) -> Result<Weights> {
         let mut config = config_object(config_json)?;
         match config.remove(CHECKSUM_KEY) {
-            Some(serde_json::Value::String(recorded)) => {
-                if recorded != checksum(safetensors) {
-                    return Err(WeightsError::Checksum);
-                }
-            }
+            Some(serde_json::Value::String(recorded)) if recorded != checksum(safetensors) => return Err(WeightsError::Checksum),
+            Some(serde_json::Value::String(_)) | None => {}
             Some(other) => return Err(WeightsError::ChecksumField(other.to_string())),
-            None => {}
         }
         let (tensors, _) = from_safetensors(safetensors, &Device::Cpu)?;
         let mut names: Vec<&String> = tensors.keys().collect();

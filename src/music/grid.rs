@@ -173,7 +173,7 @@ impl Grid {
         }
         let mut slots: Vec<Slot> = slots.into_values().collect();
         for s in &mut slots {
-            s.notes.sort_by(|a, b| (b.pitch, b.duration, b.velocity).cmp(&(a.pitch, a.duration, a.velocity)));
+            s.notes.sort_by_key(|n| std::cmp::Reverse((n.pitch, n.duration, n.velocity)));
         }
         Grid { bars, slots }
     }
@@ -226,7 +226,7 @@ impl GridBuilder {
         let mut slots: Vec<Slot> = self.slots.into_values().collect();
         let (mut tempo, mut chord) = (None, None);
         for s in &mut slots {
-            s.notes.sort_by(|a, b| (b.pitch, b.duration, b.velocity).cmp(&(a.pitch, a.duration, a.velocity)));
+            s.notes.sort_by_key(|n| std::cmp::Reverse((n.pitch, n.duration, n.velocity)));
             if s.tempo.is_some() && s.tempo == tempo {
                 s.tempo = None;
             }
