@@ -177,6 +177,11 @@ impl Run {
 pub fn train(options: TrainOptions, resume: bool, stop: Arc<AtomicBool>) -> Result<TrainState> {
     let device = crate::model::cp_transformer::device(options.cuda)?;
     let data = load_data(&options.data, options.model, options.progress)?;
+    // Refused before the run folder is touched (a new run clears its log). Whether a song
+    // gives a window does not depend on the window length, so this holds for the run's own.
+    if windows(&data, Split::Train, options.window).is_empty() {
+        return Err(TrainError::NoTrainingSongs(options.data.clone()));
+    }
     std::fs::create_dir_all(&options.out).map_err(|error| TrainError::CreateFolder { path: options.out.clone(), error })?;
     let checkpoint = options.out.join("checkpoint.safetensors");
     let log_path = options.out.join("log.jsonl");
@@ -245,9 +250,6 @@ pub fn train(options: TrainOptions, resume: bool, stop: Arc<AtomicBool>) -> Resu
     // whatever the command line says, so its data and validation loss stay the same.
     let train_windows = windows(&data, Split::Train, o.window);
     let valid_windows = windows(&data, Split::Valid, o.window);
-    if train_windows.is_empty() {
-        return Err(TrainError::NoTrainingSongs(o.data.clone()));
-    }
     let batches_per_epoch = epoch_batches(&train_windows, o.batch_size, o.seed, 0).len() as u64;
     eprintln!(
         "training {} parameters on {} train / {} validation windows ({} words per window, batch {}), {} batches per epoch; from step {} to {}",
