@@ -4,8 +4,9 @@
 //! Per layer and head the state is S = sum phi(k) v^T and z = sum phi(k) over the words so far;
 //! the attention output for a query is phi(q)^T S / (phi(q)^T z + eps). This equals the chunked
 //! training form of `cp_transformer` (a test checks 300 steps against it). A hybrid config's
-//! softmax layers keep instead the keys and values of the last `window` words in a ring, and
-//! attend by softmax over them: O(window) per word, still bounded.
+//! softmax layers keep instead the keys and values of the last `window` words in a ring
+//! (`ring`: f32 with f32 weights, bf16 with int8 weights), and attend by softmax over them:
+//! O(window) per word, still bounded.
 //!
 //! Weights are f32 or, in the fast path, int8 in blocks of 32 with one scale each (quantised
 //! at load; the input vector is quantised the same way per word). Nothing here knows candle beyond reading tensors at load time.
@@ -14,13 +15,15 @@ use std::collections::HashMap;
 
 use candle_core::Tensor;
 
+mod ring;
+
 use crate::tokens::cp::{Family, Word, FAMILIES};
 use crate::model::config::Config;
 use crate::model::cp_transformer::{Attention, ATTENTION_EPS, AFTER_TYPE};
 use crate::model::fused::activation::gelu_slice as gelu;
 use crate::model::fused::attention::phi;
 use crate::model::fused::simd::{lane_dot, multiversion};
-use crate::model::fused::window::softmax_in_place;
+use ring::Ring;
 use crate::model::cpu::{add_positional_encoding, layer_norm, sinusoid_rates, tensor_f32, expect_shape, Linear, LoadError, Norm, Precision, MAX_ROWS};
 
 struct Layer {
@@ -55,9 +58,8 @@ pub struct CpRnn {
 enum Memory {
     /// Linear attention: S (heads x head_dim x head_dim) and z (heads x head_dim).
     Sums { s: Vec<f32>, z: Vec<f32> },
-    /// Window attention: the keys and values (window x d_model each) of the last `window`
-    /// words, word p in row p % window.
-    Window { keys: Vec<f32>, values: Vec<f32> },
+    /// Window attention: the keys and values of the last `window` words.
+    Window(Ring),
 }
 
 /// Per-song state: each layer's memory, the last hidden state, and work buffers (allocated
@@ -103,8 +105,8 @@ impl RnnState {
             .memory
             .iter()
             .map(|m| match m {
-                Memory::Sums { s, z } => s.len() + z.len(),
-                Memory::Window { keys, values } => keys.len() + values.len(),
+                Memory::Sums { s, z } => (s.len() + z.len()) * std::mem::size_of::<f32>(),
+                Memory::Window(ring) => ring.bytes(),
             })
             .sum();
         let r = &self.rows;
@@ -112,7 +114,7 @@ impl RnnState {
             .iter()
             .map(|b| b.len())
             .sum::<usize>();
-        (memory + self.hidden.len() + rows) * std::mem::size_of::<f32>()
+        memory + (self.hidden.len() + rows) * std::mem::size_of::<f32>()
     }
 }
 
@@ -163,50 +165,6 @@ multiversion! {
             }
         }
         out.iter_mut().for_each(|o| *o /= den);
-    }
-}
-
-/// Softmax attention of one word's queries (`q`: all heads side by side, `dh` each) over the
-/// first `words` rows of a window ring: `keys` and `values` hold one word per row of `q.len()`
-/// floats. Each pass reads the rows in order, all heads at once. `scores` is work space (heads x
-/// window); the result goes to `out`. Per head this is softmax(q . k / sqrt(dh)) over the rows,
-/// each score a `lane_dot`, and each output summed over the rows in order.
-fn attend_window(keys: &[f32], values: &[f32], dh: usize, words: usize, q: &[f32], scores: &mut [f32], out: &mut [f32]) {
-    let (heads, window) = (q.len() / dh, scores.len() / (q.len() / dh));
-    assert!(q.len() == out.len() && q.len().is_multiple_of(dh) && words <= window && keys.len() >= words * q.len() && values.len() >= words * q.len());
-    window_scores(keys, dh, words, q, scores);
-    let scale = 1.0 / (dh as f32).sqrt();
-    for head in 0..heads {
-        softmax_in_place(&mut scores[head * window..head * window + words], scale);
-    }
-    window_mix(values, dh, words, scores, out);
-}
-
-multiversion! {
-    /// Each head's q . k over the first `words` rows of a window's keys, into `scores` (heads x
-    /// window).
-    fn window_scores(keys: &[f32], dh: usize, words: usize, q: &[f32], scores: &mut [f32]) {
-        let (d, window) = (q.len(), scores.len() / (q.len() / dh));
-        for (word, row) in keys.chunks_exact(d).take(words).enumerate() {
-            for (head, (q, k)) in q.chunks_exact(dh).zip(row.chunks_exact(dh)).enumerate() {
-                scores[head * window + word] = lane_dot(q, k);
-            }
-        }
-    }
-}
-
-multiversion! {
-    /// Each head's sum of the first `words` rows of a window's values, weighted by its
-    /// `scores`, into `out`.
-    fn window_mix(values: &[f32], dh: usize, words: usize, scores: &[f32], out: &mut [f32]) {
-        let window = scores.len() / (out.len() / dh);
-        out.iter_mut().for_each(|o| *o = 0.0);
-        for (word, row) in values.chunks_exact(out.len()).take(words).enumerate() {
-            for (head, (out, v)) in out.chunks_exact_mut(dh).zip(row.chunks_exact(dh)).enumerate() {
-                let p = scores[head * window + word];
-                out.iter_mut().zip(v).for_each(|(o, v)| *o += p * v);
-            }
-        }
     }
 }
 
@@ -283,7 +241,7 @@ impl CpRnn {
         let (d, h, dh) = (c.d_model, c.n_heads, c.head_dim());
         let memory = |layer: &Layer| match layer.attention {
             Attention::Linear => Memory::Sums { s: vec![0.0; h * dh * dh], z: vec![0.0; h * dh] },
-            Attention::Window(window) => Memory::Window { keys: vec![0.0; window * d], values: vec![0.0; window * d] },
+            Attention::Window(window) => Memory::Window(Ring::new(window, d, self.precision == Precision::Int8)),
         };
         RnnState {
             memory: self.layers.iter().map(memory).collect(),
@@ -348,13 +306,9 @@ impl CpRnn {
                             );
                         }
                     }
-                    Memory::Window { keys, values } => {
-                        let window = keys.len() / d;
-                        let slot = position % window;
-                        keys[slot * d..(slot + 1) * d].copy_from_slice(&rows.k[j * d..(j + 1) * d]);
-                        values[slot * d..(slot + 1) * d].copy_from_slice(&rows.v[j * d..(j + 1) * d]);
-                        let words = (position + 1).min(window);
-                        attend_window(keys, values, dh, words, &rows.q[j * d..(j + 1) * d], &mut rows.scores, &mut rows.att[j * d..(j + 1) * d]);
+                    Memory::Window(ring) => {
+                        let row = j * d..(j + 1) * d;
+                        ring.push_and_attend(position, &rows.k[row.clone()], &rows.v[row.clone()], &rows.q[row.clone()], dh, &mut rows.scores, &mut rows.att[row]);
                     }
                 }
             }
