@@ -37,12 +37,13 @@ use crate::model::remi_xl::XlConfig;
 use crate::model::remi_xl_stream::RemiXlStream;
 use crate::model::Trainable;
 use crate::generate::sampling::{sample, Scratch};
+use crate::generate::form::Form;
 use crate::generate::{GenerationSettings, Generator};
 
 /// Milliseconds per word over `words` words sampled by the real generator (EOS is held back so
-/// the song runs the whole length).
+/// the song runs the whole length; no form, so every word is sampled, none copied).
 pub fn generation_ms_per_word(rnn: &CpRnn, words: usize, seed: u64) -> f64 {
-    let settings = GenerationSettings { seed, max_words: words + 1, min_bars: u32::MAX, ..GenerationSettings::default() };
+    let settings = GenerationSettings { seed, max_words: words + 1, min_bars: u32::MAX, form: Form::free(), ..GenerationSettings::default() };
     let mut generator = Generator::new(rnn, settings);
     let start = Instant::now();
     generator.run_to_end();
@@ -53,7 +54,7 @@ pub fn generation_ms_per_word(rnn: &CpRnn, words: usize, seed: u64) -> f64 {
 /// Milliseconds per word of each of `k` takes generated together (`Takes`), over `words`
 /// words per take (EOS held back): compare with `generation_ms_per_word` of one song.
 pub fn takes_ms_per_word(rnn: &CpRnn, k: usize, words: usize, seed: u64) -> Result<f64> {
-    let settings = GenerationSettings { seed, max_words: words + 1, min_bars: u32::MAX, ..GenerationSettings::default() };
+    let settings = GenerationSettings { seed, max_words: words + 1, min_bars: u32::MAX, form: Form::free(), ..GenerationSettings::default() };
     let mut takes = crate::generate::takes::Takes::new(rnn, &settings, &[], k)?;
     let start = Instant::now();
     takes.run_to_end();
@@ -65,7 +66,7 @@ pub fn takes_ms_per_word(rnn: &CpRnn, k: usize, words: usize, seed: u64) -> Resu
 /// word sampled), on a song of `bars` bars generated with its bar states kept: the worst of
 /// `tries` seeds.
 pub fn regenerate_ms(rnn: &CpRnn, bars: u32, bar: u32, tries: u64) -> Result<f64> {
-    let settings = GenerationSettings { seed: 0, min_bars: u32::MAX, max_bars: Some(bars), ..GenerationSettings::default() };
+    let settings = GenerationSettings { seed: 0, min_bars: u32::MAX, max_bars: Some(bars), form: Form::free(), ..GenerationSettings::default() };
     let mut generator = Generator::new(rnn, settings).remember_bars()?;
     generator.run_to_end();
     let mut worst = 0f64;

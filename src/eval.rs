@@ -20,6 +20,7 @@ use rayon::prelude::*;
 use crate::data::batches::windows;
 use crate::model::weights::{Weights, WeightsError};
 use crate::data::dataset::{self, DatasetError, Representation, Source, Split};
+use crate::generate::form::Form;
 use crate::generate::sampling::{SamplingSettings, DEFAULT_DESCRIPTION};
 use crate::generate::{Finish, GenerationSettings, Generator};
 use crate::music::grid::Grid;
@@ -370,6 +371,8 @@ pub struct CompareOptions {
     pub remi_xl: Weights,
     /// Caps and minimum length shared by both models (each keeps its own sampling).
     pub min_bars: u32,
+    /// The CP model's song form (the REMI-XL baseline has none).
+    pub form: Form,
     pub out: PathBuf,
     pub progress: bool,
     /// The command line that reproduces the run, for the report.
@@ -384,7 +387,7 @@ pub fn compare(o: &CompareOptions) -> Result<String> {
     let count = |w: &Weights| w.tensors.values().map(|t| t.elem_count()).sum::<usize>();
     let cp_model = CpRnn::from_tensors(&o.cp.cp_config()?, &o.cp.tensors, Precision::Int8)?;
     let remi_model = RemiXlStream::from_tensors(&o.remi_xl.xl_config()?, &o.remi_xl.tensors, Precision::Int8)?;
-    let base = GenerationSettings { min_bars: o.min_bars, ..GenerationSettings::default() };
+    let base = GenerationSettings { min_bars: o.min_bars, form: o.form.clone(), ..GenerationSettings::default() };
     let cp_songs = generate_cp(&cp_model, o.songs, &base, o.progress);
     let remi_songs = generate_remi(&remi_model, o.songs, &RemiSettings { min_bars: o.min_bars, ..RemiSettings::default() }, o.progress);
     let mut groups = vec![
@@ -464,8 +467,10 @@ pub struct CandidateOptions {
     pub names: (String, String),
     /// Generation settings as the product's defaults, with this minimum length...
     pub min_bars: u32,
-    /// ...and this sampling, for both models (`SamplingSettings::default()`: the product's).
+    /// ...this sampling, for both models (`SamplingSettings::default()`: the product's)...
     pub sampling: SamplingSettings,
+    /// ...and this form (`Form::pop()`: the product's; `Form::free()`: the models alone).
+    pub form: Form,
     pub out: PathBuf,
     pub progress: bool,
     pub command: String,
@@ -477,7 +482,7 @@ pub struct CandidateOptions {
 /// `shipped/seed_N.mid`) in `out`; returns the report.
 pub fn check_candidate(o: &CandidateOptions) -> Result<String> {
     create_folder(&o.out)?;
-    let settings = GenerationSettings { min_bars: o.min_bars, sampling: o.sampling, ..GenerationSettings::default() };
+    let settings = GenerationSettings { min_bars: o.min_bars, sampling: o.sampling, form: o.form.clone(), ..GenerationSettings::default() };
     // The POP909 data first: a wrong path fails before a minute of generation, not after it.
     let pop909 = match &o.pop909 {
         Some(root) => Some((root, dataset::build(&Source::Pop909(root.clone()), Representation::Cp, false)?)),
@@ -503,12 +508,13 @@ pub fn check_candidate(o: &CandidateOptions) -> Result<String> {
     let rows = targets::rows(&targets::ShipFigures::of(&candidate_songs, losses.0), &targets::ShipFigures::of(&shipped_songs, losses.1), data.as_ref());
     let report = format!(
         "# Ship check (issue 8, section 4)\n\nCommand: `{}`\n\n{} songs per model, seeds 0..{}, int8, the product's default settings (no song ends before {} bars, \
-         word cap 8,192), sampling {}.\n\n{}",
+         word cap 8,192), sampling {}, form {}.\n\n{}",
         o.command,
         o.songs,
         o.songs.saturating_sub(1),
         o.min_bars,
         if o.sampling == SamplingSettings::default() { DEFAULT_DESCRIPTION.to_string() } else { o.sampling.describe() },
+        o.form,
         targets::report_markdown(&rows, &o.names.0, &o.names.1)
     );
     dataset::write_atomically(&o.out.join("ship-check.md"), report.as_bytes())?;
@@ -551,10 +557,12 @@ pub fn report_markdown(groups: &[Group], o: &CompareOptions) -> String {
     out.push_str(&format!(
         "{} songs per model, seeds 0..{}; both models int8 weights, one thread per song; no song ends before {} bars \
          (the product's default; EOS is masked until then for both); caps: CP 8,192 words, REMI-XL 7,680 tokens (the seed's). \
-         Sampling: CP per family as {DEFAULT_DESCRIPTION}, REMI-XL temperature 1.2 and nucleus 0.9 (the seed's).\n\n",
+         Sampling: CP per family as {DEFAULT_DESCRIPTION}, REMI-XL temperature 1.2 and nucleus 0.9 (the seed's). \
+         CP song form: {}.\n\n",
         o.songs,
         o.songs.saturating_sub(1),
-        o.min_bars
+        o.min_bars,
+        o.form
     ));
     let header: Vec<String> = groups.iter().map(|g| g.name.clone()).collect();
     out.push_str(&format!("| | {} | better |\n|---|{}---|\n", header.join(" | "), "---|".repeat(groups.len())));

@@ -12,6 +12,7 @@
 //! or the candle model on a CUDA device (`Inference` picks).
 
 pub mod chords;
+pub mod form;
 pub mod prime;
 pub mod remi;
 pub mod sampling;
@@ -239,6 +240,11 @@ pub struct Generator<'m, M: WordModel = CpRnn> {
     fed_bars: u32,
     /// Words the song began with (its prime, or the kept bars of a regeneration).
     primed: usize,
+    /// The first bar (0-based) with sampled words: the form copies no bar before it.
+    first_sampled_bar: u32,
+    /// The words of an earlier bar still to be written again, by index into `words` (empty
+    /// when the next word is sampled). See `generate::form`.
+    copy: std::ops::Range<usize>,
 }
 
 /// The model state just before a Bar word.
@@ -307,11 +313,14 @@ impl<'m, M: WordModel> Generator<'m, M> {
             state_budget: STATE_BUDGET,
             fed_bars: 0,
             primed: words.len(),
+            first_sampled_bar: 0,
+            copy: 0..0,
             settings,
         };
         for w in words {
             g.record(w);
         }
+        g.first_sampled_bar = g.first_sampled_bar();
         g.feed_to(g.words.len() - 1)?;
         Ok(g)
     }
@@ -397,6 +406,8 @@ impl<'m, M: WordModel> Generator<'m, M> {
         for w in kept {
             self.record(w);
         }
+        self.first_sampled_bar = self.first_sampled_bar();
+        self.copy = 0..0;
         self.finish = None;
         self.error = None;
         self.settings.seed = seed;
@@ -408,6 +419,35 @@ impl<'m, M: WordModel> Generator<'m, M> {
     /// Bars the song has begun (its Bar words).
     fn decoder_bars(&self) -> u32 {
         self.words.iter().filter(|w| w.is_bar()).count() as u32
+    }
+
+    /// The first bar whose words will be sampled, for the words recorded so far (all primed):
+    /// the bar their last Bar word opens, or the one after the bar they end inside.
+    fn first_sampled_bar(&self) -> u32 {
+        let bars = self.decoder_bars();
+        if self.words.last().is_some_and(|w| w.is_bar()) {
+            bars.saturating_sub(1)
+        } else {
+            bars
+        }
+    }
+
+    /// At a Bar word opening bar `bar`: when the form repeats an earlier bar here, queues that
+    /// bar's words (after its Bar word, up to and including the Bar word that closes it).
+    fn plan_copy(&mut self, bar: u32) {
+        if self.settings.chords.is_some() {
+            return;
+        }
+        let Some(source) = self.settings.form.source_bar(bar, self.first_sampled_bar) else { return };
+        let mut bar_words = self.words.iter().enumerate().filter(|(_, w)| w.is_bar()).map(|(i, _)| i);
+        if let (Some(start), Some(end)) = (bar_words.nth(source as usize), bar_words.next()) {
+            self.copy = start + 1..end + 1;
+        }
+    }
+
+    /// The next word, when it is a copy of an earlier bar's (see `plan_copy`).
+    fn next_copied(&mut self) -> Option<Word> {
+        self.copy.next().map(|i| self.words[i])
     }
 
     /// Words the song began with rather than sampled (the prime, or the bars a regeneration kept).
@@ -460,12 +500,9 @@ impl<'m, M: WordModel> Generator<'m, M> {
         if !self.can_go_on() {
             return None;
         }
-        let word = self.feed_to(self.fed + 1).and_then(|()| self.sample_type()).and_then(|ty| match ty {
-            None => Ok(Word::EOS),
-            Some(ty) => {
-                self.model.family_logits(&mut self.state, ty, &mut self.logits)?;
-                Ok(self.sample_rest(ty))
-            }
+        let word = self.feed_to(self.fed + 1).and_then(|()| match self.next_copied() {
+            Some(word) => Ok(word),
+            None => self.sample_word(),
         });
         match word {
             Ok(word) => Some(self.accept(word)),
@@ -473,6 +510,17 @@ impl<'m, M: WordModel> Generator<'m, M> {
                 self.error = Some(e);
                 self.finish = Some(Finish::Failed);
                 None
+            }
+        }
+    }
+
+    /// Samples the next word from the model (fed up to it).
+    fn sample_word(&mut self) -> Result<Word, ModelError> {
+        match self.sample_type()? {
+            None => Ok(Word::EOS),
+            Some(ty) => {
+                self.model.family_logits(&mut self.state, ty, &mut self.logits)?;
+                Ok(self.sample_rest(ty))
             }
         }
     }
@@ -495,6 +543,11 @@ impl<'m, M: WordModel> Generator<'m, M> {
                 self.finish = Some(Finish::BarCap)
             }
             _ => {}
+        }
+        if let (Event::Bar(bar), None) = (event, self.finish) {
+            if self.copy.is_empty() {
+                self.plan_copy(bar);
+            }
         }
         Step { word, event }
     }

@@ -18,6 +18,7 @@ use cp_piano::generate::{Finish, GenerationSettings, Generator, Inference};
 use cp_piano::model::cpu::Precision;
 use cp_piano::model::ModelKind;
 use cp_piano::generate::remi::{RemiGenerator, RemiSettings, SEED_MAX_TOKENS, SEED_SAMPLING};
+use cp_piano::generate::form::Form;
 use cp_piano::generate::sampling::SamplingSettings;
 use cp_piano::tokens::{cp, remi};
 
@@ -197,6 +198,8 @@ enum Command {
         /// Fewer (-1) to more (+1) notes per bar; 0 leaves the model alone.
         #[arg(long, default_value_t = 0.0, allow_hyphen_values = true, value_parser = density)]
         density: f32,
+        #[command(flatten)]
+        form: FormArgs,
         /// Write K takes of the request (1-8, at seeds SEED..SEED+K-1, generated together):
         /// -o song.mid gives song-1.mid .. song-K.mid.
         #[arg(long)]
@@ -253,6 +256,9 @@ enum Command {
         /// Sampling for the ship check (with --candidate), the same for both models.
         #[command(flatten)]
         sampling: SamplingArgs,
+        /// The CP songs' form (both CP models in the ship check; the CP model in the comparison).
+        #[command(flatten)]
+        form: FormArgs,
         /// Output folder (report.md, figures, songs).
         #[arg(short, long, default_value = "runs/eval")]
         out: PathBuf,
@@ -301,6 +307,25 @@ struct SamplingArgs {
 impl SamplingArgs {
     fn settings(&self) -> SamplingSettings {
         SamplingSettings::default().adjusted(self.temperature, self.top_p).with_overrides(&self.families)
+    }
+}
+
+/// The CP song's form (`generate::form`): the product's default unless these flags say otherwise.
+#[derive(clap::Args)]
+struct FormArgs {
+    /// Section letters: a later section with an earlier one's letter repeats it bar for bar
+    /// (ABABCB: verse, chorus, verse, chorus, bridge, chorus); past the last letter the song goes
+    /// on free. "none": every bar sampled. Not applied with --chords.
+    #[arg(long = "form", default_value = cp_piano::generate::form::POP_FORM)]
+    letters: String,
+    /// Bars in each section of --form (1-64).
+    #[arg(long, default_value_t = cp_piano::generate::form::SECTION_BARS)]
+    section_bars: u32,
+}
+
+impl FormArgs {
+    fn form(&self) -> Result<Form> {
+        Ok(Form::new(&self.letters, self.section_bars)?)
     }
 }
 
@@ -410,6 +435,10 @@ fn generate(
     if device == DeviceKind::Cuda {
         println!("generating on {place}");
     }
+    match (&settings.chords, settings.form.letters().is_empty()) {
+        (Some(_), false) => println!("form {}: not applied while following --chords", settings.form),
+        _ => println!("form: {}", settings.form),
+    }
     let prime_words = match &prime {
         Some(path) => {
             cp_piano::generate::prime::from_clip(&import_prime(path)?, prime_bars)
@@ -473,7 +502,7 @@ fn generate_takes(out: &std::path::Path, model: &Inference, settings: &Generatio
 }
 
 #[allow(clippy::too_many_arguments)]
-fn eval(midi: Option<PathBuf>, songs: Option<usize>, candidate: Option<PathBuf>, pop909: Option<PathBuf>, cp_weights: Option<PathBuf>, remi_weights: Option<PathBuf>, min_bars: u32, sampling: SamplingSettings, out: PathBuf) -> Result<()> {
+fn eval(midi: Option<PathBuf>, songs: Option<usize>, candidate: Option<PathBuf>, pop909: Option<PathBuf>, cp_weights: Option<PathBuf>, remi_weights: Option<PathBuf>, min_bars: u32, sampling: SamplingSettings, form: Form, out: PathBuf) -> Result<()> {
     use cp_piano::eval::{check_candidate, compare, folder_metrics, CandidateOptions, CompareOptions, Group};
     if let Some(dir) = midi {
         let (results, skipped) = folder_metrics(&dir, true)?;
@@ -500,10 +529,10 @@ fn eval(midi: Option<PathBuf>, songs: Option<usize>, candidate: Option<PathBuf>,
     let report = if let Some(path) = candidate {
         let names = (path.display().to_string(), cp_weights.map_or("weights (shipped)".into(), |p| p.display().to_string()));
         let candidate = cp_piano::model::weights::load_weights(Some(&path))?;
-        check_candidate(&CandidateOptions { songs: songs.unwrap_or(100).max(1), pop909, candidate, shipped: cp, names, min_bars, sampling, out: out.clone(), progress: true, command })?
+        check_candidate(&CandidateOptions { songs: songs.unwrap_or(100).max(1), pop909, candidate, shipped: cp, names, min_bars, sampling, form, out: out.clone(), progress: true, command })?
     } else {
         let remi_xl = cp_piano::model::weights::load_remi_xl_weights(remi_weights.as_deref(), shipped_remi_xl())?;
-        compare(&CompareOptions { songs: songs.unwrap_or(50).max(1), pop909, cp, remi_xl, min_bars, out: out.clone(), progress: true, command })?
+        compare(&CompareOptions { songs: songs.unwrap_or(50).max(1), pop909, cp, remi_xl, min_bars, form, out: out.clone(), progress: true, command })?
     };
     println!("{report}");
     println!("written to {} in {:.0} s", out.display(), start.elapsed().as_secs_f64());
@@ -553,7 +582,11 @@ fn density(text: &str) -> std::result::Result<f32, String> {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Generate { out, model, seed, weights, max_words, max_bars, min_bars, sampling, prime, prime_bars, key, chords, chords_loop, chord_tones, hands, density, variations, precision, device } => {
+        Command::Generate { out, model, seed, weights, max_words, max_bars, min_bars, sampling, prime, prime_bars, key, chords, chords_loop, chord_tones, hands, density, form, variations, precision, device } => {
+            let form = form.form()?;
+            if model == ModelKind::RemiXl && form != Form::pop() {
+                anyhow::bail!("--form and --section-bars shape the CP model's songs; the REMI-XL baseline takes neither");
+            }
             if model == ModelKind::RemiXl && (chords.is_some() || prime_bars.is_some() || density != 0.0 || variations.is_some() || !sampling.families.is_empty()) {
                 anyhow::bail!("--chords, --prime-bars, --density, --variations and --family steer the CP model; the REMI-XL baseline takes none of them");
             }
@@ -583,16 +616,17 @@ fn run(cli: Cli) -> Result<()> {
                 chords_loop,
                 chord_tones,
                 density,
+                form,
             };
             generate(out, settings, weights, prime, prime_bars, hands, variations, precision, device)
         }
         Command::Bench { words, weights, no_training, training_only } => Ok(cp_piano::bench::print(words, weights.as_deref(), no_training, training_only)?),
-        Command::Eval { midi, songs, candidate, pop909, cp_weights, remi_weights, min_bars, sampling, out } => {
+        Command::Eval { midi, songs, candidate, pop909, cp_weights, remi_weights, min_bars, sampling, form, out } => {
             let sampling = sampling.settings();
             if candidate.is_none() && sampling != SamplingSettings::default() {
                 anyhow::bail!("--temperature, --top-p and --family set the ship check's sampling (with --candidate); the comparison samples each model as its paper does");
             }
-            eval(midi, songs, candidate, pop909, cp_weights, remi_weights, min_bars, sampling, out)
+            eval(midi, songs, candidate, pop909, cp_weights, remi_weights, min_bars, sampling, form.form()?, out)
         }
         Command::Loss { weights, data, split } => {
             let weights = cp_piano::model::weights::load_weights(weights.as_deref())?;

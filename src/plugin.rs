@@ -24,6 +24,7 @@ use nice_plug::prelude::*;
 use crate::playback::engine::{Engine, NoteOut, PlaySettings, SongEvent, Transport};
 use crate::playback::preview::Preview;
 use crate::playback::recorder::{Heard, ListenState, Recorder, Window, HEARD_CAPACITY};
+use crate::generate::form::{Form, FormError, POP_FORM, SECTION_BARS};
 use crate::generate::GenerationSettings;
 use crate::music::key::Key;
 use crate::generate::sampling::SamplingSettings;
@@ -120,6 +121,9 @@ pub struct CpPianoParams {
     /// Fewer (-1) to more (+1) notes per bar.
     #[id = "density"]
     pub density: FloatParam,
+    /// Bars in each section of the song's form (see `form`).
+    #[id = "section_bars"]
+    pub section_bars: IntParam,
     /// The host bar where the song starts (1-based, 4/4).
     #[id = "start_bar"]
     pub start_bar: IntParam,
@@ -153,6 +157,10 @@ pub struct CpPianoParams {
     /// looped until the song ends. Typed in the editor; read only by the worker.
     #[persist = "chords"]
     pub chords: RwLock<String>,
+    /// The song's form: section letters ("ABABCB"; a later section with an earlier one's letter
+    /// repeats it) or "none". Typed in the editor; read only by the worker.
+    #[persist = "form"]
+    pub form: RwLock<String>,
 }
 
 impl Default for CpPianoParams {
@@ -172,6 +180,7 @@ impl Default for CpPianoParams {
             density: FloatParam::new("Density", 0.0, FloatRange::Linear { min: -1.0, max: 1.0 })
                 .with_step_size(0.05)
                 .with_value_to_string(Arc::new(|v| format!("{:.2}", v + 0.0))),
+            section_bars: IntParam::new("Section bars", SECTION_BARS as i32, IntRange::Linear { min: 1, max: 32 }),
             start_bar: IntParam::new("Start bar", 1, IntRange::Linear { min: 1, max: 999 }),
             channel: IntParam::new("MIDI channel", 1, IntRange::Linear { min: 1, max: 16 }),
             left_channel: IntParam::new("Left hand channel", 0, IntRange::Linear { min: 0, max: 16 })
@@ -185,6 +194,7 @@ impl Default for CpPianoParams {
             song: SavedSong::default(),
             weights: RwLock::new(String::new()),
             chords: RwLock::new(String::new()),
+            form: RwLock::new(POP_FORM.to_string()),
         }
     }
 }
@@ -201,8 +211,16 @@ impl CpPianoParams {
             density: self.density.value(),
             chords: self.progression().ok().flatten(),
             chords_loop: true,
+            form: self.form().unwrap_or_else(|_| Form::free()),
             ..GenerationSettings::default()
         }
+    }
+
+    /// The form typed in the editor, in sections of `section_bars`, or why it does not read (then
+    /// songs have no form).
+    pub fn form(&self) -> Result<Form, FormError> {
+        let text = self.form.read().map(|t| t.clone()).unwrap_or_default();
+        Form::new(&text, self.section_bars.value() as u32)
     }
 
     /// The progression typed in the editor: none when the text is empty, or why it does not

@@ -223,3 +223,86 @@ fn the_plugins_chord_text_becomes_the_progression_its_songs_follow() {
     assert!(params.progression().is_err(), "text that does not read is an error the editor shows");
     assert_eq!(params.generation_settings().chords, None, "and songs then follow no progression");
 }
+
+/// Each bar's words after its Bar word, up to the next Bar word (a song's last, unclosed bar is
+/// left out).
+fn bar_bodies(words: &[cp::Word]) -> Vec<&[cp::Word]> {
+    let bar_words: Vec<usize> = words.iter().enumerate().filter(|(_, w)| w.is_bar()).map(|(i, _)| i).collect();
+    bar_words.windows(2).map(|pair| &words[pair[0] + 1..pair[1]]).collect()
+}
+
+#[test]
+fn a_form_repeats_each_lettered_section_word_for_word_and_takes_keep_it() {
+    use cp_piano::generate::form::Form;
+    use cp_piano::generate::takes::Takes;
+    let model = tiny_model(9);
+    // A, B, A again, then free bars; EOS held back so every section is written.
+    let form = Form::new("ABA", 2).unwrap();
+    let settings = GenerationSettings { seed: 3, min_bars: 9, max_bars: Some(9), form, ..Default::default() };
+    let mut generator = Generator::new(&model, settings.clone());
+    generator.run_to_end();
+    let bars = bar_bodies(generator.words());
+    assert!(bars.len() >= 8, "{} bars", bars.len());
+    assert_eq!(bars[4..6], bars[0..2], "the second A is the first, word for word");
+    assert_ne!(bars[2..4], bars[0..2], "B is sampled anew");
+    assert_ne!(bars[6..8], bars[0..2], "past the form's letters the song is free");
+    let notes: usize = bars[0..2].iter().map(|b| b.len()).sum();
+    assert!(notes > 2, "the copied bars hold words ({notes})");
+    // Takes follow the form too, each the song of its seed alone.
+    let mut takes = Takes::new(&model, &settings, &[], 3).unwrap();
+    takes.run_to_end();
+    for (i, take) in takes.takes().iter().enumerate() {
+        let alone = Generator::new(&model, GenerationSettings { seed: 3 + i as u64, ..settings.clone() }).run_to_end();
+        assert_eq!(cp::decode(take.words()).grid, alone, "take {i}");
+        let bars = bar_bodies(take.words());
+        assert_eq!(bars[4..6], bars[0..2], "take {i} repeats its A");
+    }
+    // A free song repeats nothing of the kind.
+    let free = GenerationSettings { form: Form::free(), ..settings.clone() };
+    let mut generator = Generator::new(&model, free);
+    generator.run_to_end();
+    let bars = bar_bodies(generator.words());
+    assert_ne!(bars[4..6], bars[0..2]);
+}
+
+#[test]
+fn a_form_copies_only_sampled_bars_and_gives_way_to_a_chord_progression() {
+    use cp_piano::generate::form::Form;
+    let model = tiny_model(10);
+    let settings = GenerationSettings { seed: 8, min_bars: 9, max_bars: Some(9), form: Form::new("ABAB", 2).unwrap(), ..Default::default() };
+    let mut generator = Generator::new(&model, settings.clone());
+    generator.run_to_end();
+    let first = generator.words().to_vec();
+    // Regenerate from bar 4: bars 1-3 are kept, so the second A (bars 5-6) copies no kept bar
+    // (bar 5 would copy kept bar 1; it is sampled) and the second B copies only bar 4 into bar 8.
+    generator.regenerate_from_bar(4, 99).unwrap();
+    generator.run_to_end();
+    let kept = cp::first_bars(&first, 3);
+    assert_eq!(&generator.words()[..kept.len()], kept);
+    let bars = bar_bodies(generator.words());
+    assert_eq!(bars[7], bars[3], "the regenerated bar 4 comes back as bar 8");
+    assert_ne!(bars[4], bars[0], "kept bar 1 is not copied into bar 5");
+    assert_ne!(bars[6], bars[2], "kept bar 3 is not copied into bar 7");
+    let primed = Generator::with_prime(&model, GenerationSettings { seed: 99, ..settings.clone() }, kept).run_to_end();
+    assert_eq!(cp::decode(generator.words()).grid, primed, "the same song as primed with the kept bars");
+    // With a progression the form is not applied: a copied bar would carry the wrong chords.
+    let progression: Progression = "C G Am F Dm G7 E Am".parse().unwrap();
+    let grid = Generator::new(&model, GenerationSettings { chords: Some(progression.clone()), ..settings }).run_to_end();
+    let written: Vec<_> = grid.slots.iter().filter_map(|s| s.chord.map(|c| (s.position / 16, c))).collect();
+    let expected: Vec<_> = (0..8).map(|bar| (bar, progression.chord_at(bar * 16))).collect();
+    assert_eq!(written, expected, "every bar has its progression's chord");
+}
+
+#[test]
+fn the_plugins_form_text_becomes_the_form_its_songs_have() {
+    use cp_piano::generate::form::Form;
+    let params = cp_piano::plugin::CpPianoParams::default();
+    assert_eq!(params.generation_settings().form, Form::pop(), "the default form: ABABCB in 8-bar sections");
+    *params.form.write().unwrap() = "aaba".into();
+    assert_eq!(params.generation_settings().form, Form::new("AABA", 8).unwrap());
+    *params.form.write().unwrap() = "none".into();
+    assert_eq!(params.generation_settings().form, Form::free());
+    *params.form.write().unwrap() = "A-B".into();
+    assert!(params.form().is_err(), "text that does not read is an error the editor shows");
+    assert_eq!(params.generation_settings().form, Form::free(), "and songs then have no form");
+}

@@ -1,8 +1,9 @@
 //! What a song request asks for (`GenerationSettings`): seed, sampling, caps, key lock, a chord
-//! progression to follow and how strongly, density; and the logit biases those settings turn
+//! progression to follow and how strongly, density, form; and the logit biases those settings turn
 //! into. Plain data, saved with every song.
 
 use crate::generate::chords::Progression;
+use crate::generate::form::Form;
 use crate::generate::sampling::SamplingSettings;
 use crate::music::key::Key;
 
@@ -36,6 +37,11 @@ pub struct GenerationSettings {
     /// logit against Metrical (`density_bias`; EOS is drawn before it, unbiased).
     #[serde(default)]
     pub density: f32,
+    /// Which sections repeat which (`Form`; default `Form::pop`). Ignored while following a
+    /// chord progression, whose chords a copied bar would not follow. Songs saved before forms
+    /// existed load with `Form::free`, which is how they were made.
+    #[serde(default = "Form::free")]
+    pub form: Form,
 }
 
 /// The default `chord_tones` bonus.
@@ -70,6 +76,7 @@ impl Default for GenerationSettings {
             chords_loop: false,
             chord_tones: CHORD_TONES,
             density: 0.0,
+            form: Form::pop(),
         }
     }
 }

@@ -36,6 +36,13 @@ pub struct Takes<'m> {
     rows: Rows,
 }
 
+/// What a take writes next: a word already known (copied by its form, or EOS), or a word of a
+/// sampled type whose other families are still to be sampled.
+enum Next {
+    Copied(Word),
+    Sampled(u16),
+}
+
 impl<'m> Takes<'m> {
     /// `count` takes continuing `prime` (a Bar word when empty), at seeds `settings.seed`,
     /// `settings.seed + 1`, ...
@@ -65,19 +72,32 @@ impl<'m> Takes<'m> {
         for g in live.iter_mut() {
             g.fed += 1;
         }
-        // Each take draws EOS or a type; those with a type get their other families' logits
-        // together, then sample them.
-        let types: Vec<Option<u16>> = live.iter_mut().map(|g| g.sample_type().expect("the CPU model does not fail")).collect();
+        // A take inside a repeated section (its form) writes the copied word; each other take
+        // draws EOS or a type, and those with a type get their other families' logits together,
+        // then sample them.
+        let next: Vec<Next> = live
+            .iter_mut()
+            .map(|g| match g.next_copied() {
+                Some(word) => Next::Copied(word),
+                None => match g.sample_type().expect("the CPU model does not fail") {
+                    None => Next::Copied(Word::EOS),
+                    Some(ty) => Next::Sampled(ty),
+                },
+            })
+            .collect();
         let mut wanted: Vec<(&RnnState, u16, &mut [Vec<f32>; FAMILIES])> = live
             .iter_mut()
-            .zip(&types)
-            .filter_map(|(g, ty)| ty.map(|ty| (&g.state, ty, &mut g.logits)))
+            .zip(&next)
+            .filter_map(|(g, next)| match *next {
+                Next::Sampled(ty) => Some((&g.state, ty, &mut g.logits)),
+                Next::Copied(_) => None,
+            })
             .collect();
         self.model.family_logits_many(&mut wanted, &mut self.rows);
-        for (g, ty) in live.iter_mut().zip(types) {
-            let word = match ty {
-                None => Word::EOS,
-                Some(ty) => g.sample_rest(ty),
+        for (g, next) in live.iter_mut().zip(next) {
+            let word = match next {
+                Next::Copied(word) => word,
+                Next::Sampled(ty) => g.sample_rest(ty),
             };
             g.accept(word);
         }

@@ -1,7 +1,8 @@
 //! The plugin's window (egui through nice-plug-egui): status, a piano roll of the song (a
 //! keyboard up the left, the song's chords along the top, bar numbers, velocity shading, the
 //! playhead; click a bar to pick it), Regenerate, Regenerate from the picked bar, Undo, Export
-//! MIDI, takes (K songs at once, as tabs: the picked one plays and is kept), the parameters in three groups (Song, Steering, Output) and the chord progression.
+//! MIDI, takes (K songs at once, as tabs: the picked one plays and is kept), the parameters in
+//! three groups (Song, Steering, Output), the chord progression and the song's form.
 //! Runs on the GUI thread; reads the worker's shared values and never touches the audio
 //! thread's data.
 
@@ -27,6 +28,8 @@ pub struct CpPianoEditor {
     selected_bar: Option<u32>,
     /// The chord progression being typed (written to the parameters as it changes).
     chords: String,
+    /// The form being typed (written to the parameters as it changes).
+    form: String,
     /// How many takes "Takes" asks for.
     take_count: u32,
 }
@@ -37,7 +40,16 @@ pub fn create(params: Arc<CpPianoParams>, shared: Arc<Shared>) -> Option<EguiEdi
         EguiEditorState::from_size(LogicalSize::new(860.0, 600.0), 1.0),
         RepaintNotifier::default(),
         EguiNiceSettings { title: "CP Piano".into(), ..Default::default() },
-        CpPianoEditor { chords: params.chords.read().map(|c| c.clone()).unwrap_or_default(), params, shared, gui: None, export_message: String::new(), selected_bar: None, take_count: 4 },
+        CpPianoEditor {
+            chords: params.chords.read().map(|c| c.clone()).unwrap_or_default(),
+            form: params.form.read().map(|f| f.clone()).unwrap_or_default(),
+            params,
+            shared,
+            gui: None,
+            export_message: String::new(),
+            selected_bar: None,
+            take_count: 4,
+        },
     )
 }
 
@@ -204,6 +216,9 @@ impl NiceEguiApp for CpPianoEditor {
                     ui.label("Density");
                     ui.add(widgets::ParamSlider::for_param(&p.density, &setter));
                     ui.end_row();
+                    ui.label("Section bars");
+                    ui.add(widgets::ParamSlider::for_param(&p.section_bars, &setter));
+                    ui.end_row();
                     ui.label("Listen");
                     ui.add(widgets::ParamSlider::for_param(&p.listen, &setter));
                     ui.end_row();
@@ -245,6 +260,21 @@ impl NiceEguiApp for CpPianoEditor {
                 match self.params.progression() {
                     Ok(Some(p)) => ui.label(format!("{} bars, looped (applies to the next song)", p.bars)),
                     Ok(None) => ui.label("the model's own chords"),
+                    Err(e) => ui.colored_label(egui::Color32::from_rgb(230, 120, 90), e.to_string()),
+                };
+            });
+            ui.horizontal(|ui| {
+                ui.label("Form");
+                let edit = ui.add(egui::TextEdit::singleline(&mut self.form).hint_text("ABABCB, AABA or none").desired_width(120.0));
+                if edit.changed() {
+                    if let Ok(mut form) = self.params.form.write() {
+                        *form = self.form.clone();
+                    }
+                }
+                match self.params.form() {
+                    Ok(form) if form.letters().is_empty() => ui.label("every bar new"),
+                    Ok(form) if self.params.progression().ok().flatten().is_some() => ui.label(format!("{form}: not applied while following chords")),
+                    Ok(form) => ui.label(format!("{form}: a repeated letter repeats its section (applies to the next song)")),
                     Err(e) => ui.colored_label(egui::Color32::from_rgb(230, 120, 90), e.to_string()),
                 };
             });
