@@ -12,7 +12,9 @@
 //! Plain data: no model.
 
 /// A song form: section letters and the bars of a section. No letters: every bar is sampled.
+/// A saved form is checked as `Form::new` checks it when it is read back.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "SavedForm")]
 pub struct Form {
     /// Section letters, A-Z.
     letters: String,
@@ -81,6 +83,20 @@ impl Form {
     }
 }
 
+/// A form as saved (a song's settings in a project), before it is checked.
+#[derive(serde::Deserialize)]
+struct SavedForm {
+    letters: String,
+    section_bars: u32,
+}
+
+impl TryFrom<SavedForm> for Form {
+    type Error = FormError;
+    fn try_from(saved: SavedForm) -> Result<Form, FormError> {
+        Form::new(&saved.letters, saved.section_bars)
+    }
+}
+
 impl Default for Form {
     fn default() -> Form {
         Form::pop()
@@ -113,12 +129,18 @@ mod tests {
     #[test]
     fn bars_before_the_first_sampled_one_are_never_copied() {
         let form = Form::new("AAA", 2).unwrap();
-        // Bar 1 of the first A was primed: bar 3 is sampled, and bar 5 copies bar 3.
-        assert_eq!(form.source_bar(2, 1), None);
-        assert_eq!(form.source_bar(3, 1), None);
-        assert_eq!(form.source_bar(4, 1), None);
-        assert_eq!(form.source_bar(5, 1), Some(3));
+        // Bars 0-2 primed, bar 3 the first sampled: the second A's bar 3 is sampled; in the third
+        // A, bar 4 would repeat primed bars (0, 2) and is sampled, and bar 5 repeats bar 3.
+        assert_eq!(form.source_bar(2, 3), None);
+        assert_eq!(form.source_bar(3, 3), None);
         assert_eq!(form.source_bar(4, 3), None);
+        assert_eq!(form.source_bar(5, 3), Some(3));
+        // Only bar 0 primed: bar 2 is sampled, bar 3 repeats bar 1, and bar 4 repeats bar 2
+        // (the first A's bar 0 was not sampled, the second A's was).
+        assert_eq!(form.source_bar(2, 1), None);
+        assert_eq!(form.source_bar(3, 1), Some(1));
+        assert_eq!(form.source_bar(4, 1), Some(2));
+        assert_eq!(form.source_bar(5, 1), Some(1));
     }
 
     #[test]
@@ -126,6 +148,17 @@ mod tests {
         for form in [Form::free(), Form::new("none", 8).unwrap(), Form::new("", 8).unwrap()] {
             assert!((0..200).all(|b| form.source_bar(b, 0).is_none()));
         }
+    }
+
+    #[test]
+    fn a_saved_form_reads_back_and_a_damaged_one_is_refused() {
+        let form = Form::new("AABA", 4).unwrap();
+        let text = serde_json::to_string(&form).unwrap();
+        assert_eq!(serde_json::from_str::<Form>(&text).unwrap(), form);
+        let zero = serde_json::from_str::<Form>(r#"{"letters":"AB","section_bars":0}"#).unwrap_err();
+        assert!(zero.to_string().contains("0 bars a section"), "{zero}");
+        let letters = serde_json::from_str::<Form>(r#"{"letters":"A1","section_bars":8}"#).unwrap_err();
+        assert!(letters.to_string().contains("section letters A-Z"), "{letters}");
     }
 
     #[test]
