@@ -7,7 +7,7 @@
 //! thread's data.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use nice_plug::context::gui::GuiContext;
 use nice_plug::editor::dpi::LogicalSize;
@@ -251,12 +251,7 @@ impl NiceEguiApp for CpPianoEditor {
             });
             ui.horizontal(|ui| {
                 ui.label("Chords");
-                let edit = ui.add(egui::TextEdit::singleline(&mut self.chords).hint_text("C G Am F  or  C:2 G:2 | Am F").desired_width(260.0));
-                if edit.changed() {
-                    if let Ok(mut chords) = self.params.chords.write() {
-                        *chords = self.chords.clone();
-                    }
-                }
+                text_field(ui, &mut self.chords, &self.params.chords, "C G Am F  or  C:2 G:2 | Am F", 260.0);
                 match self.params.progression() {
                     Ok(Some(p)) => ui.label(format!("{} bars, looped (applies to the next song)", p.bars)),
                     Ok(None) => ui.label("the model's own chords"),
@@ -265,12 +260,7 @@ impl NiceEguiApp for CpPianoEditor {
             });
             ui.horizontal(|ui| {
                 ui.label("Form");
-                let edit = ui.add(egui::TextEdit::singleline(&mut self.form).hint_text("ABABCB, AABA or none").desired_width(120.0));
-                if edit.changed() {
-                    if let Ok(mut form) = self.params.form.write() {
-                        *form = self.form.clone();
-                    }
-                }
+                text_field(ui, &mut self.form, &self.params.form, "ABABCB, AABA or none", 120.0);
                 match self.params.form() {
                     Ok(form) if form.letters().is_empty() => ui.label("every bar new"),
                     Ok(form) if self.params.progression().ok().flatten().is_some() => ui.label(format!("{form}: not applied while following chords")),
@@ -279,5 +269,14 @@ impl NiceEguiApp for CpPianoEditor {
                 };
             });
         });
+    }
+}
+
+/// A one-line text field whose text is written to the persisted `param` as it changes.
+fn text_field(ui: &mut egui::Ui, text: &mut String, param: &RwLock<String>, hint: &str, width: f32) {
+    if ui.add(egui::TextEdit::singleline(text).hint_text(hint).desired_width(width)).changed() {
+        if let Ok(mut saved) = param.write() {
+            *saved = text.clone();
+        }
     }
 }
