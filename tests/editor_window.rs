@@ -179,11 +179,12 @@ const PASSED: &str = "editor checks passed, plugin destroyed";
 
 /// The checks run in a child process (this test binary again, with `CHILD` set), which ends
 /// with `_exit` once they pass and the plugin is destroyed: the test process has twice (CI of
-/// sessions 1 and 16) died of SIGSEGV while exiting, after the test had passed, and 41 runs
-/// in session 17 (22 under gdb, 25 with both cores busy) never reproduced it. The child skips the process's exit-time
-/// teardown (C atexit handlers of the X11 and GL libraries the editor loaded); everything the
-/// test checks (the GUI created, drawn in each state, hidden, destroyed, the plugin deactivated
-/// and destroyed) still runs, and any failure or crash before `PASSED` fails the test.
+/// sessions 1 and 16) died of SIGSEGV while exiting, after the test had passed, and 41 runs in
+/// session 17 (22 under gdb, 25 with both cores busy) never reproduced it. The child skips the
+/// process's exit-time teardown (C atexit handlers of the X11 and GL libraries the editor
+/// loaded); everything the test checks (the GUI created, drawn in each state, hidden,
+/// destroyed, the plugin deactivated and destroyed) still runs, and any failure or crash before
+/// `PASSED` fails the test.
 #[test]
 fn the_editor_draws_each_state_in_an_x11_window() {
     if std::env::var_os("DISPLAY").is_none() {
