@@ -245,6 +245,8 @@ pub struct Generator<'m, M: WordModel = CpRnn> {
     /// The words of an earlier bar still to be written again, by index into `words` (empty
     /// when the next word is sampled). See `generate::form`.
     copy: std::ops::Range<usize>,
+    /// Words written as copies of earlier bars (since the prime).
+    copied: usize,
 }
 
 /// The model state just before a Bar word.
@@ -315,6 +317,7 @@ impl<'m, M: WordModel> Generator<'m, M> {
             primed: words.len(),
             first_sampled_bar: 0,
             copy: 0..0,
+            copied: 0,
             settings,
         };
         for w in words {
@@ -408,6 +411,7 @@ impl<'m, M: WordModel> Generator<'m, M> {
         }
         self.first_sampled_bar = self.first_sampled_bar();
         self.copy = 0..0;
+        self.copied = 0;
         self.finish = None;
         self.error = None;
         self.settings.seed = seed;
@@ -447,7 +451,14 @@ impl<'m, M: WordModel> Generator<'m, M> {
 
     /// The next word, when it is a copy of an earlier bar's (see `plan_copy`).
     fn next_copied(&mut self) -> Option<Word> {
-        self.copy.next().map(|i| self.words[i])
+        let word = self.copy.next().map(|i| self.words[i]);
+        self.copied += word.is_some() as usize;
+        word
+    }
+
+    /// Words the form copied from earlier bars, among those written after the prime.
+    pub fn copied(&self) -> usize {
+        self.copied
     }
 
     /// Words the song began with rather than sampled (the prime, or the bars a regeneration kept).

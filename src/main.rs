@@ -371,12 +371,12 @@ fn tokens(file: &Path, repr: Representation, quiet: bool, pop909: bool) -> Resul
 
 /// Prints the summary line of a generated song and writes it.
 #[allow(clippy::too_many_arguments)]
-fn write_song(out: &Path, grid: &Grid, steps: usize, sampled: usize, finish: Option<Finish>, seconds: f64, unit: &str, hands: bool) -> Result<()> {
+fn write_song(out: &Path, grid: &Grid, steps: usize, new: usize, finish: Option<Finish>, seconds: f64, unit: &str, hands: bool) -> Result<()> {
     let song = grid.to_song();
     let bytes = if hands { cp_piano::midi::export::export_hands(&song) } else { cp_piano::midi::export::export_bytes(&song, 0) };
     dataset::write_atomically(out, &bytes).with_context(|| out.display().to_string())?;
     println!(
-        "{}: {steps} {unit}s ({sampled} sampled), {} bars, {} notes, EOS: {}, {:.2} s, {:.3} ms per {unit}",
+        "{}: {steps} {unit}s ({new} new), {} bars, {} notes, EOS: {}, {:.2} s, {:.3} ms per {unit}",
         out.display(),
         grid.bars,
         song.notes.len(),
@@ -385,7 +385,7 @@ fn write_song(out: &Path, grid: &Grid, steps: usize, sampled: usize, finish: Opt
             other => format!("no ({other:?})"),
         },
         seconds,
-        seconds * 1000.0 / sampled.max(1) as f64
+        seconds * 1000.0 / new.max(1) as f64
     );
     Ok(())
 }
@@ -453,7 +453,11 @@ fn generate(
     let primed = generator.primed();
     let grid = generator.grid();
     let seconds = start.elapsed().as_secs_f64();
-    write_song(&out, &grid, generator.words().len(), generator.words().len() - primed, generator.finish(), seconds, "word", hands)
+    write_song(&out, &grid, generator.words().len(), generator.words().len() - primed, generator.finish(), seconds, "word", hands)?;
+    if generator.copied() > 0 {
+        println!("form: {} of the new words repeat earlier sections", generator.copied());
+    }
+    Ok(())
 }
 
 /// One song continuing `prime` to its end; a model failure is an error naming where it came.
@@ -486,16 +490,16 @@ fn generate_takes(out: &std::path::Path, model: &Inference, settings: &Generatio
     };
     let seconds = start.elapsed().as_secs_f64();
     let stem = out.file_stem().map_or_else(|| "song".into(), |s| s.to_string_lossy().into_owned());
-    let sampled = |(words, primed, _): &(Vec<cp::Word>, usize, _)| words.len() - primed;
-    let total: usize = takes.iter().map(sampled).sum();
+    let new_words = |(words, primed, _): &(Vec<cp::Word>, usize, _)| words.len() - primed;
+    let total: usize = takes.iter().map(new_words).sum();
     for (i, take) in takes.iter().enumerate() {
         let (words, _, finish) = take;
         let path = out.with_file_name(format!("{stem}-{}.mid", i + 1));
         let grid = cp::decode(words).grid;
         print!("take {} (seed {}): ", i + 1, settings.seed.wrapping_add(i as u64));
         // Each take's share of the time, by its words.
-        let share = seconds * sampled(take) as f64 / total.max(1) as f64;
-        write_song(&path, &grid, words.len(), sampled(take), *finish, share, "word", hands)?;
+        let share = seconds * new_words(take) as f64 / total.max(1) as f64;
+        write_song(&path, &grid, words.len(), new_words(take), *finish, share, "word", hands)?;
     }
     println!("{k} takes in {seconds:.2} s: {:.3} ms per word over all takes", seconds * 1000.0 / total.max(1) as f64);
     Ok(())

@@ -248,6 +248,7 @@ fn a_form_repeats_each_lettered_section_word_for_word_and_takes_keep_it() {
     assert_ne!(bars[6..8], bars[0..2], "past the form's letters the song is free");
     let notes: usize = bars[0..2].iter().map(|b| b.len()).sum();
     assert!(notes > 2, "the copied bars hold words ({notes})");
+    assert_eq!(generator.copied(), notes + 2, "the copied words: two bars' words and their closing Bar words");
     // Takes follow the form too, each the song of its seed alone.
     let mut takes = Takes::new(&model, &settings, &[], 3).unwrap();
     takes.run_to_end();
@@ -263,6 +264,7 @@ fn a_form_repeats_each_lettered_section_word_for_word_and_takes_keep_it() {
     generator.run_to_end();
     let bars = bar_bodies(generator.words());
     assert_ne!(bars[4..6], bars[0..2]);
+    assert_eq!(generator.copied(), 0);
 }
 
 #[test]
