@@ -439,10 +439,7 @@ impl<'m, M: WordModel> Generator<'m, M> {
     /// At a Bar word opening bar `bar`: when the form repeats an earlier bar here, queues that
     /// bar's words (after its Bar word, up to and including the Bar word that closes it).
     fn plan_copy(&mut self, bar: u32) {
-        if self.settings.chords.is_some() {
-            return;
-        }
-        let Some(source) = self.settings.form.source_bar(bar, self.first_sampled_bar) else { return };
+        let Some(source) = self.settings.form_in_force().and_then(|form| form.source_bar(bar, self.first_sampled_bar)) else { return };
         let mut bar_words = self.words.iter().enumerate().filter(|(_, w)| w.is_bar()).map(|(i, _)| i);
         if let (Some(start), Some(end)) = (bar_words.nth(source as usize), bar_words.next()) {
             self.copy = start + 1..end + 1;

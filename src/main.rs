@@ -435,8 +435,8 @@ fn generate(
     if device == DeviceKind::Cuda {
         println!("generating on {place}");
     }
-    match (&settings.chords, settings.form.letters().is_empty()) {
-        (Some(_), false) => println!("form {}: not applied while following --chords", settings.form),
+    match settings.form_in_force() {
+        None if !settings.form.letters().is_empty() => println!("form {}: not applied while following --chords", settings.form),
         _ => println!("form: {}", settings.form),
     }
     let prime_words = match &prime {

@@ -63,6 +63,14 @@ pub fn density_bias(density: f32) -> f32 {
     }
 }
 
+impl GenerationSettings {
+    /// The form songs of these settings get: none while following a chord progression, whose
+    /// chords a copied bar would not follow.
+    pub fn form_in_force(&self) -> Option<&Form> {
+        self.chords.is_none().then_some(&self.form)
+    }
+}
+
 impl Default for GenerationSettings {
     fn default() -> Self {
         GenerationSettings {

@@ -263,7 +263,7 @@ impl NiceEguiApp for CpPianoEditor {
                 text_field(ui, &mut self.form, &self.params.form, "ABABCB, AABA or none", 120.0);
                 match self.params.form() {
                     Ok(form) if form.letters().is_empty() => ui.label("every bar new"),
-                    Ok(form) if self.params.progression().ok().flatten().is_some() => ui.label(format!("{form}: not applied while following chords")),
+                    Ok(form) if self.params.generation_settings().form_in_force().is_none() => ui.label(format!("{form}: not applied while following chords")),
                     Ok(form) => ui.label(format!("{form}: a repeated letter repeats its section (applies to the next song)")),
                     Err(e) => ui.colored_label(egui::Color32::from_rgb(230, 120, 90), e.to_string()),
                 };
