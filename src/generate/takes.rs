@@ -39,7 +39,7 @@ pub struct Takes<'m> {
 /// What a take writes next: a word already known (copied by its form, or EOS), or a word of a
 /// sampled type whose other families are still to be sampled.
 enum Next {
-    Copied(Word),
+    Known(Word),
     Sampled(u16),
 }
 
@@ -78,9 +78,9 @@ impl<'m> Takes<'m> {
         let next: Vec<Next> = live
             .iter_mut()
             .map(|g| match g.next_copied() {
-                Some(word) => Next::Copied(word),
+                Some(word) => Next::Known(word),
                 None => match g.sample_type().expect("the CPU model does not fail") {
-                    None => Next::Copied(Word::EOS),
+                    None => Next::Known(Word::EOS),
                     Some(ty) => Next::Sampled(ty),
                 },
             })
@@ -90,13 +90,13 @@ impl<'m> Takes<'m> {
             .zip(&next)
             .filter_map(|(g, next)| match *next {
                 Next::Sampled(ty) => Some((&g.state, ty, &mut g.logits)),
-                Next::Copied(_) => None,
+                Next::Known(_) => None,
             })
             .collect();
         self.model.family_logits_many(&mut wanted, &mut self.rows);
         for (g, next) in live.iter_mut().zip(next) {
             let word = match next {
-                Next::Copied(word) => word,
+                Next::Known(word) => word,
                 Next::Sampled(ty) => g.sample_rest(ty),
             };
             g.accept(word);
