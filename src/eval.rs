@@ -136,9 +136,11 @@ fn progress_bar(len: usize, what: &str, show: bool) -> ProgressBar {
     bar
 }
 
-/// The metrics of every MIDI file in `dir` (sorted by name); files that do not import are
-/// returned as (name, reason).
-pub fn folder_metrics(dir: &Path, progress: bool) -> Result<(Vec<SongResult>, Vec<(String, String)>)> {
+/// Files that do not import, each as (name, reason).
+pub type Skipped = Vec<(String, String)>;
+
+/// The metrics of every MIDI file in `dir` (sorted by name), and the files that do not import.
+pub fn folder_metrics(dir: &Path, progress: bool) -> Result<(Vec<SongResult>, Skipped)> {
     let paths = crate::midi::midi_files(dir).map_err(|error| EvalError::ReadFolder { dir: dir.to_path_buf(), error })?;
     if paths.is_empty() {
         return Err(EvalError::NoMidi(dir.to_path_buf()));

@@ -111,14 +111,14 @@ impl WordModel for CpTransformer {
 /// The model generation runs: the int8 recurrent model on the CPU, or the candle model on a
 /// CUDA GPU (`cuda` feature and a GPU present).
 pub enum Inference {
-    Cpu(CpRnn),
-    Device(CpTransformer),
+    Cpu(Box<CpRnn>),
+    Device(Box<CpTransformer>),
 }
 
 /// The state of an `Inference` model.
 #[derive(Clone)]
 pub enum InferenceState {
-    Cpu(RnnState),
+    Cpu(Box<RnnState>),
     Device(DeviceState),
 }
 
@@ -134,12 +134,12 @@ impl Inference {
                 Ok(device) => {
                     let tensors = weights.tensors.iter().map(|(n, t)| Ok((n.clone(), t.to_device(&device)?))).collect::<candle_core::Result<_>>()?;
                     let vb = candle_nn::VarBuilder::from_tensors(tensors, candle_core::DType::F32, &device);
-                    return Ok((Inference::Device(CpTransformer::new(&config, vb)?), "CUDA GPU 0".into()));
+                    return Ok((Inference::Device(Box::new(CpTransformer::new(&config, vb)?)), "CUDA GPU 0".into()));
                 }
                 Err(e) => eprintln!("note: no CUDA device ({e}); generating on the CPU"),
             }
         }
-        Ok((Inference::Cpu(CpRnn::from_tensors(&config, &weights.tensors, precision)?), format!("CPU, {precision:?}")))
+        Ok((Inference::Cpu(Box::new(CpRnn::from_tensors(&config, &weights.tensors, precision)?)), format!("CPU, {precision:?}")))
     }
 }
 
@@ -147,28 +147,28 @@ impl WordModel for Inference {
     type State = InferenceState;
     fn new_state(&self) -> Result<InferenceState, ModelError> {
         match self {
-            Inference::Cpu(m) => WordModel::new_state(m).map(InferenceState::Cpu),
-            Inference::Device(m) => WordModel::new_state(m).map(InferenceState::Device),
+            Inference::Cpu(m) => WordModel::new_state(m.as_ref()).map(|s| InferenceState::Cpu(Box::new(s))),
+            Inference::Device(m) => WordModel::new_state(m.as_ref()).map(InferenceState::Device),
         }
     }
     fn step(&self, state: &mut InferenceState, word: Word) -> Result<(), ModelError> {
         match (self, state) {
-            (Inference::Cpu(m), InferenceState::Cpu(s)) => WordModel::step(m, s, word),
-            (Inference::Device(m), InferenceState::Device(s)) => WordModel::step(m, s, word),
+            (Inference::Cpu(m), InferenceState::Cpu(s)) => WordModel::step(m.as_ref(), s.as_mut(), word),
+            (Inference::Device(m), InferenceState::Device(s)) => WordModel::step(m.as_ref(), s, word),
             _ => Err(ModelError::ForeignState),
         }
     }
     fn type_logits(&self, state: &InferenceState, out: &mut [f32]) -> Result<(), ModelError> {
         match (self, state) {
-            (Inference::Cpu(m), InferenceState::Cpu(s)) => WordModel::type_logits(m, s, out),
-            (Inference::Device(m), InferenceState::Device(s)) => WordModel::type_logits(m, s, out),
+            (Inference::Cpu(m), InferenceState::Cpu(s)) => WordModel::type_logits(m.as_ref(), s.as_ref(), out),
+            (Inference::Device(m), InferenceState::Device(s)) => WordModel::type_logits(m.as_ref(), s, out),
             _ => Err(ModelError::ForeignState),
         }
     }
     fn family_logits(&self, state: &mut InferenceState, word_type: u16, out: &mut [Vec<f32>; FAMILIES]) -> Result<(), ModelError> {
         match (self, state) {
-            (Inference::Cpu(m), InferenceState::Cpu(s)) => WordModel::family_logits(m, s, word_type, out),
-            (Inference::Device(m), InferenceState::Device(s)) => WordModel::family_logits(m, s, word_type, out),
+            (Inference::Cpu(m), InferenceState::Cpu(s)) => WordModel::family_logits(m.as_ref(), s.as_mut(), word_type, out),
+            (Inference::Device(m), InferenceState::Device(s)) => WordModel::family_logits(m.as_ref(), s, word_type, out),
             _ => Err(ModelError::ForeignState),
         }
     }

@@ -417,6 +417,7 @@ fn generate_remi(out: PathBuf, settings: RemiSettings, weights: Option<PathBuf>,
     write_song(&out, &grid, generator.tokens().len(), generator.tokens().len() - primed, generator.finish(), seconds, "token", false)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn generate(
     out: PathBuf,
     settings: GenerationSettings,

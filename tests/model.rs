@@ -345,7 +345,7 @@ fn device_recurrence_matches_the_cpu_model(preset: &str) {
     let settings = GenerationSettings { seed: 2, max_words: 300, min_bars: 0, ..GenerationSettings::default() };
     let mut g1 = Generator::new(&cpu, settings.clone());
     g1.run_to_end();
-    let inference = Inference::Device(device);
+    let inference = Inference::Device(Box::new(device));
     let mut g2 = Generator::try_with_prime(&inference, settings, &[Word::BAR]).unwrap();
     g2.run_to_end();
     assert_eq!(g1.words(), g2.words());

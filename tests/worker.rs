@@ -21,12 +21,15 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// The songs a worker finished, in order.
+type Kept = Arc<Mutex<Vec<StoredSong>>>;
+
 /// A worker on the shipped model whose regenerations use `settings` and whose finished songs
 /// are kept in the returned list; with the consumer end of its ring.
-fn keeping_worker(settings: &GenerationSettings) -> (Worker, rtrb::Consumer<SongEvent>, Arc<Shared>, Arc<Mutex<Vec<StoredSong>>>) {
+fn keeping_worker(settings: &GenerationSettings) -> (Worker, rtrb::Consumer<SongEvent>, Arc<Shared>, Kept) {
     let (producer, consumer) = rtrb::RingBuffer::new(1 << 16);
     let shared = Arc::new(Shared::default());
-    let kept: Arc<Mutex<Vec<StoredSong>>> = Arc::default();
+    let kept: Kept = Arc::default();
     let sink = kept.clone();
     let for_requests = settings.clone();
     let hooks = Hooks { keep: Box::new(move |song: &StoredSong| sink.lock().unwrap().push(song.clone())), ..Hooks::stateless(move || for_requests.clone()) };
@@ -101,7 +104,7 @@ fn a_missing_weights_folder_is_an_error_status_not_a_crash() {
 fn a_regenerate_while_the_model_loads_and_a_state_load_are_both_acted_on() {
     let (producer, _consumer) = rtrb::RingBuffer::new(1 << 16);
     let shared = Arc::new(Shared::default());
-    let kept: Arc<Mutex<Vec<StoredSong>>> = Arc::default();
+    let kept: Kept = Arc::default();
     let sink = kept.clone();
     let loads = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let saved: Arc<Mutex<String>> = Arc::default();

@@ -14,9 +14,12 @@ use crate::midi::import::{ImportError, RawMidi};
 use crate::music::chord::Chord;
 use crate::music::song::{ChordChange, Song, BEATS_PER_BAR, TICKS_PER_BAR, TICKS_PER_BEAT};
 
+/// Song ids refused, each with its meter as `index.csv` gives it.
+pub type Refused = Vec<(String, String)>;
+
 /// Song ids of `index.csv` whose meter is 4/4-compatible (2 beats per measure of 2 quavers, as
 /// the file spells 4/4), and the ids refused with their meter.
-pub fn four_four_songs(root: &Path) -> Result<(BTreeSet<String>, Vec<(String, String)>), ImportError> {
+pub fn four_four_songs(root: &Path) -> Result<(BTreeSet<String>, Refused), ImportError> {
     let path = root.join("index.csv");
     let text = std::fs::read_to_string(&path)
         .map_err(|e| ImportError::Annotation(format!("{}: {e}", path.display())))?;

@@ -236,7 +236,7 @@ struct Io {
 
 /// How streaming a song ended.
 enum Streamed {
-    Done(StoredSong),
+    Done(Box<StoredSong>),
     /// A new command cut it short.
     Interrupted,
     Shutdown,
@@ -317,7 +317,7 @@ impl Io {
         if !self.push(SongEvent::End(end)) {
             return Streamed::Shutdown;
         }
-        Streamed::Done(stored(generator, &notes, end, generator.finish() == Some(Finish::Eos)))
+        Streamed::Done(Box::new(stored(generator, &notes, end, generator.finish() == Some(Finish::Eos))))
     }
 }
 
@@ -507,6 +507,7 @@ fn run(source: ModelSource, ring: rtrb::Producer<SongEvent>, receiver: Receiver<
             Streamed::Shutdown => return,
             Streamed::Interrupted => live = None,
             Streamed::Done(song) => {
+                let song = *song;
                 (io.hooks.keep)(&song);
                 *shared.song.lock().expect("song lock") = Some(song.clone());
                 current = Some(song);

@@ -15,11 +15,11 @@ pub enum CheckpointError {
     #[error("{}: cannot read checkpoint: {error}", path.display())]
     Read { path: PathBuf, error: std::io::Error },
     #[error("{}: {error}", path.display())]
-    Damaged { path: PathBuf, error: WeightsError },
+    Damaged { path: PathBuf, error: Box<WeightsError> },
     #[error("{}: not a CP Piano checkpoint (no trainer state)", .0.display())]
     NoState(PathBuf),
     #[error("cannot serialise the checkpoint: {0}")]
-    Serialise(WeightsError),
+    Serialise(Box<WeightsError>),
     #[error(transparent)]
     Write(#[from] DatasetError),
 }
@@ -30,7 +30,7 @@ type Result<T> = std::result::Result<T, CheckpointError>;
 pub fn save_checkpoint(path: &Path, model: &[(String, Tensor)], optimizer: &[(String, Tensor)], state_json: String) -> Result<()> {
     let mut all: Vec<(String, Tensor)> = model.iter().map(|(n, t)| (format!("model.{n}"), t.clone())).collect();
     all.extend(optimizer.iter().map(|(n, t)| (format!("adam.{n}"), t.clone())));
-    let bytes = to_safetensors(&all, DType::F32, HashMap::from([("state".to_string(), state_json)])).map_err(CheckpointError::Serialise)?;
+    let bytes = to_safetensors(&all, DType::F32, HashMap::from([("state".to_string(), state_json)])).map_err(|error| CheckpointError::Serialise(Box::new(error)))?;
     Ok(write_atomically(path, &bytes)?)
 }
 
@@ -43,7 +43,7 @@ pub struct Checkpoint {
 
 pub fn load_checkpoint(path: &Path, device: &Device) -> Result<Checkpoint> {
     let bytes = std::fs::read(path).map_err(|error| CheckpointError::Read { path: path.to_path_buf(), error })?;
-    let (tensors, metadata) = from_safetensors(&bytes, device).map_err(|error| CheckpointError::Damaged { path: path.to_path_buf(), error })?;
+    let (tensors, metadata) = from_safetensors(&bytes, device).map_err(|error| CheckpointError::Damaged { path: path.to_path_buf(), error: Box::new(error) })?;
     let Some(state_json) = metadata.get("state").cloned() else {
         return Err(CheckpointError::NoState(path.to_path_buf()));
     };
