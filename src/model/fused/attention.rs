@@ -91,6 +91,26 @@ pub(super) fn heads_of(batch: usize, time: usize, d: usize, heads: usize) -> Vec
     (0..batch * heads).map(|i| Head { offset: (i / heads) * time * d + (i % heads) * dh, time, d, dh }).collect()
 }
 
+/// The q, k and v inputs of an attention op: one (batch, time, d) shape, contiguous f32.
+pub(super) fn qkv_inputs<'a>(op: &str, q: (&'a CpuStorage, &Layout), k: (&'a CpuStorage, &Layout), v: (&'a CpuStorage, &Layout)) -> Result<[&'a [f32]; 3]> {
+    if k.1.dims() != q.1.dims() || v.1.dims() != q.1.dims() {
+        candle_core::bail!("{op}: q {:?}, k {:?}, v {:?} differ", q.1.dims(), k.1.dims(), v.1.dims());
+    }
+    Ok([contiguous_f32(q.0, q.1, op)?, contiguous_f32(k.0, k.1, op)?, contiguous_f32(v.0, v.1, op)?])
+}
+
+/// Each head's (dq, dk, dv) blocks written into three (batch, time, d) gradient tensors.
+pub(super) fn head_gradients<'a>(heads: &[Head], blocks: impl Iterator<Item = [&'a [f32]; 3]>, (b, t, d): (usize, usize, usize)) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    let mut grads = [vec![0f32; b * t * d], vec![0f32; b * t * d], vec![0f32; b * t * d]];
+    for (h, block) in heads.iter().zip(blocks) {
+        for (grad, part) in grads.iter_mut().zip(block) {
+            h.scatter(part, grad);
+        }
+    }
+    let [dq, dk, dv] = grads.map(|g| Tensor::from_vec(g, (b, t, d), &Device::Cpu));
+    Ok((Some(dq?), Some(dk?), Some(dv?)))
+}
+
 /// Zeroes the strict upper triangle of a square (n, n) row-major block.
 fn causal_mask(a: &mut [f32], n: usize) {
     for i in 0..n {
@@ -223,10 +243,7 @@ impl CustomOp3 for LinearAttention {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
         let (b, t, d) = self.shape(l1)?;
-        if l2.dims() != l1.dims() || l3.dims() != l1.dims() {
-            candle_core::bail!("{}: q {:?}, k {:?}, v {:?} differ", self.name(), l1.dims(), l2.dims(), l3.dims());
-        }
-        let (q, k, v) = (contiguous_f32(s1, l1, self.name())?, contiguous_f32(s2, l2, self.name())?, contiguous_f32(s3, l3, self.name())?);
+        let [q, k, v] = qkv_inputs(self.name(), (s1, l1), (s2, l2), (s3, l3))?;
         let heads = heads_of(b, t, d, self.heads);
         let blocks: Vec<Vec<f32>> = heads
             .par_iter()
@@ -263,17 +280,6 @@ impl CustomOp3 for LinearAttention {
                 })
             })
         })?????;
-        let (mut dq, mut dk, mut dv) = (vec![0f32; b * t * d], vec![0f32; b * t * d], vec![0f32; b * t * d]);
-        for (h, (bq, bk, bv)) in heads.iter().zip(&blocks) {
-            h.scatter(bq, &mut dq);
-            h.scatter(bk, &mut dk);
-            h.scatter(bv, &mut dv);
-        }
-        let device = Device::Cpu;
-        Ok((
-            Some(Tensor::from_vec(dq, (b, t, d), &device)?),
-            Some(Tensor::from_vec(dk, (b, t, d), &device)?),
-            Some(Tensor::from_vec(dv, (b, t, d), &device)?),
-        ))
+        head_gradients(&heads, blocks.iter().map(|(dq, dk, dv)| [&dq[..], &dk[..], &dv[..]]), (b, t, d))
     }
 }

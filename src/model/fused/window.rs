@@ -10,13 +10,13 @@
 //! ds_ij = p_ij (dp_ij - D_i) / sqrt(dh), dq_i = sum_j ds_ij k_j, dk_j = sum_i ds_ij q_i,
 //! dv_j = sum_i p_ij g_i. Inputs and output are (batch, time, d_model) with heads side by side.
 
-use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::attention::{heads_of, Head};
+use super::attention::{head_gradients, heads_of, qkv_inputs, Head};
 use super::linear::{matmul, Mat, Threads};
 use super::simd::{self, multiversion};
-use super::{contiguous_f32, with_f32};
+use super::with_f32;
 
 /// Queries per chunk.
 pub const QUERY_CHUNK: usize = 64;
@@ -141,10 +141,7 @@ impl CustomOp3 for WindowAttention {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
         let (b, t, d) = self.shape(l1)?;
-        if l2.dims() != l1.dims() || l3.dims() != l1.dims() {
-            candle_core::bail!("{}: q {:?}, k {:?}, v {:?} differ", self.name(), l1.dims(), l2.dims(), l3.dims());
-        }
-        let (q, k, v) = (contiguous_f32(s1, l1, self.name())?, contiguous_f32(s2, l2, self.name())?, contiguous_f32(s3, l3, self.name())?);
+        let [q, k, v] = qkv_inputs(self.name(), (s1, l1), (s2, l2), (s3, l3))?;
         let heads = heads_of(b, t, d, self.heads);
         let blocks: Vec<Vec<f32>> = heads.par_iter().map(|h| forward_head(h, q, k, v, self.window)).collect();
         let mut out = vec![0f32; b * t * d];
@@ -165,18 +162,6 @@ impl CustomOp3 for WindowAttention {
                 })
             })
         })?????;
-        let mut grads = [vec![0f32; b * t * d], vec![0f32; b * t * d], vec![0f32; b * t * d]];
-        for (h, block) in heads.iter().zip(&blocks) {
-            for (grad, part) in grads.iter_mut().zip(block) {
-                h.scatter(part, grad);
-            }
-        }
-        let [dq, dk, dv] = grads;
-        let device = Device::Cpu;
-        Ok((
-            Some(Tensor::from_vec(dq, (b, t, d), &device)?),
-            Some(Tensor::from_vec(dk, (b, t, d), &device)?),
-            Some(Tensor::from_vec(dv, (b, t, d), &device)?),
-        ))
+        head_gradients(&heads, blocks.iter().map(|[dq, dk, dv]| [&dq[..], &dk[..], &dv[..]]), (b, t, d))
     }
 }
