@@ -325,7 +325,11 @@ struct FormArgs {
 
 impl FormArgs {
     fn form(&self) -> Result<Form> {
-        Ok(Form::new(&self.letters, self.section_bars)?)
+        use cp_piano::generate::form::FormError;
+        Form::new(&self.letters, self.section_bars).map_err(|e| match e {
+            FormError::SectionBars(_) => anyhow::anyhow!("--section-bars: {e}"),
+            FormError::Letters(_) => anyhow::anyhow!("--form: {e}"),
+        })
     }
 }
 
