@@ -39,6 +39,10 @@ pub enum TrainError {
     NoTrainingSongs(PathBuf),
     #[error("{}: cannot create: {error}", path.display())]
     CreateFolder { path: PathBuf, error: std::io::Error },
+    #[error("{}: already holds a run ({what}); pass --resume to go on with it, or give another --out for a new run", out.display())]
+    RunExists { out: PathBuf, what: String },
+    #[error("{}: holds a run's {what} but no checkpoint.safetensors to resume from; give another --out for a new run", out.display())]
+    NothingToResume { out: PathBuf, what: String },
     #[error("{}: a {found:?} run; pass --model accordingly", out.display())]
     WrongRun { out: PathBuf, found: ModelKind },
     #[error("{}: {found:?} weights; pass --model accordingly", dir.display())]
@@ -173,8 +177,23 @@ impl Run {
     }
 }
 
+/// Refuses, before anything is loaded or written, a new run in a folder that already holds a
+/// run's files (it would overwrite its checkpoint, best/, last/ and log), and a resume where
+/// those files are but the checkpoint is not.
+fn check_run_folder(out: &Path, resume: bool) -> Result<()> {
+    let found: Vec<&str> = ["checkpoint.safetensors", "best", "last", "log.jsonl"].into_iter().filter(|name| out.join(name).exists()).collect();
+    let has_checkpoint = found.first() == Some(&"checkpoint.safetensors");
+    let what = found.join(", ");
+    match (resume, has_checkpoint, found.is_empty()) {
+        (false, _, false) => Err(TrainError::RunExists { out: out.to_path_buf(), what }),
+        (true, false, false) => Err(TrainError::NothingToResume { out: out.to_path_buf(), what }),
+        _ => Ok(()),
+    }
+}
+
 /// Trains (or resumes) a run. Returns the final state.
 pub fn train(options: TrainOptions, resume: bool, stop: Arc<AtomicBool>) -> Result<TrainState> {
+    check_run_folder(&options.out, resume)?;
     let device = crate::model::cp_transformer::device(options.cuda)?;
     let data = load_data(&options.data, options.model, options.progress)?;
     // Refused before the run folder is touched (a new run clears its log). Whether a song

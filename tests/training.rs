@@ -108,9 +108,25 @@ fn resume_continues_the_same_loss_curve_and_checkpoints_reload_exactly() {
     let split = dir.path().join("split");
     train(options(&data, &split, 20), false, stop.clone()).unwrap();
     // The resumed run keeps its own window length (and so its data) whatever the command says.
-    let state = train(TrainOptions { window: 16, ..options(&data, &split, 40) }, true, stop).unwrap();
+    let state = train(TrainOptions { window: 16, ..options(&data, &split, 40) }, true, stop.clone()).unwrap();
     assert_eq!(state.step, 40);
     assert_eq!(train_losses(&straight), train_losses(&split));
+
+    // Starting a new run in a folder that holds one (a slip of --out, or a forgotten --resume)
+    // is refused before anything is written: its checkpoint, weights and log stay as they were.
+    let run_files = |out: &Path| ["checkpoint.safetensors", "log.jsonl", "best/model.safetensors", "last/model.safetensors"].map(|f| std::fs::read(out.join(f)).unwrap());
+    let before = run_files(&split);
+    let refused = train(options(&data, &split, 10), false, stop.clone()).unwrap_err();
+    assert!(refused.to_string().contains("already holds a run") && refused.to_string().contains("--resume"), "{refused}");
+    assert!(run_files(&split) == before, "a refused run changed the folder it was refused in");
+    // A resume where a run's files are but its checkpoint is not is refused too (it would start
+    // again over them).
+    let orphan = dir.path().join("orphan");
+    std::fs::create_dir_all(&orphan).unwrap();
+    std::fs::copy(split.join("log.jsonl"), orphan.join("log.jsonl")).unwrap();
+    let refused = train(options(&data, &orphan, 10), true, stop.clone()).unwrap_err();
+    assert!(refused.to_string().contains("no checkpoint.safetensors"), "{refused}");
+    assert_eq!(std::fs::read(orphan.join("log.jsonl")).unwrap(), before[1]);
 
     // A new run started from exported weights begins where they left off, not at random.
     let warm = dir.path().join("warm");
