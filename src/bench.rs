@@ -159,11 +159,45 @@ pub fn random_rnn(config: &Config, seed: u64, precision: Precision) -> Result<Cp
     Ok(CpRnn::from_tensors(config, &tensors, precision)?)
 }
 
+/// Microseconds for the int8 products of one word through `config`'s layers (query, key, value,
+/// out and the two FFN matrices of each; random weights) with `n` inputs at once, one thread: the
+/// part of a step that takes share. The best of 5 rounds of 200 words.
+pub fn products_us_per_word(config: &Config, n: usize) -> Result<f64> {
+    use crate::model::cpu::Linear;
+    let (d, ff) = (config.d_model, config.d_ff);
+    let mut rng = Rng::new(7);
+    let mut linear = |rows: usize, cols: usize| -> Result<Linear> {
+        let w: Vec<f32> = (0..rows * cols).map(|_| rng.uniform() as f32 - 0.5).collect();
+        let tensors = HashMap::from([
+            ("l.weight".to_string(), Tensor::from_vec(w, (rows, cols), &Device::Cpu)?),
+            ("l.bias".to_string(), Tensor::zeros(rows, candle_core::DType::F32, &Device::Cpu)?),
+        ]);
+        Ok(Linear::load(&tensors, "l", rows, cols, Precision::Int8)?)
+    };
+    let (square, up, down) = (linear(d, d)?, linear(ff, d)?, linear(d, ff)?);
+    let layer = [&square, &square, &square, &square, &up, &down];
+    let xs: Vec<f32> = (0..n * ff).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
+    let mut out = vec![0f32; n * ff];
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let start = Instant::now();
+        for _ in 0..200 {
+            for _ in 0..config.n_layers {
+                for m in layer {
+                    m.forward_many(&xs[..n * m.cols()], &mut out[..n * m.rows()], n);
+                }
+            }
+        }
+        best = best.min(start.elapsed().as_secs_f64() * 1e6 / 200.0);
+    }
+    Ok(best)
+}
+
 /// Nanoseconds per `Engine::process` call for 64-sample blocks at 120 BPM / 48 kHz while a dense
 /// song plays (a note every 16th, chords of four), and the model load time of the shipped weights.
 pub fn engine_ns_per_block(blocks: usize) -> f64 {
     use crate::playback::engine::{Engine, Note, PlaySettings, SongEvent, Transport};
-        let mut engine = Engine::new();
+    let mut engine = Engine::new();
     engine.receive(SongEvent::Reset { state: 0 });
     for i in 0..4000 {
         for k in 0..4 {
@@ -247,6 +281,12 @@ pub fn print(words: usize, weights: Option<&std::path::Path>, no_training: bool,
         "  small (random; linear attention only, {:.1} MB of state per take) Int8: {ms:.3} ms/word; 4 takes together: {per_take:.3} ms per word of each take = {:.2}x one song (target <= 1.6x)",
         small.new_state().bytes() as f64 / 1e6,
         per_take / ms
+    );
+    let (one, four) = (products_us_per_word(&Config::small(), 1)?, products_us_per_word(&Config::small(), 4)?);
+    println!(
+        "  int8 products of one word through small's layers ({} kernel): 1 input {one:.0} us, 4 inputs {four:.0} us = {:.2}x (what takes share; the floor under their ratio)",
+        crate::model::cpu::int8_kernel_name(),
+        four / one
     );
     let hybrid = random_rnn(&Config::small_hybrid(), 1, Precision::Int8)?;
     let hybrid_words = words.max(2 * crate::model::config::DEFAULT_WINDOW);

@@ -71,6 +71,11 @@ use int8::Int8Matrix;
 /// Most inputs `Linear::forward_many` takes at once (the most takes generated together).
 pub const MAX_ROWS: usize = int8::MAX_INPUTS;
 
+/// The int8 product this CPU runs: "AVX-512 VNNI", "AVX2" or "portable".
+pub fn int8_kernel_name() -> &'static str {
+    int8::kernel_name()
+}
+
 /// A weight matrix (rows = outputs).
 #[derive(Debug, Clone)]
 enum Matrix {
@@ -166,6 +171,16 @@ impl Linear {
             }
             Matrix::Int8(m) => m.multiply(xs, n, &self.b, outs),
         }
+    }
+
+    /// Outputs.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Inputs.
+    pub fn cols(&self) -> usize {
+        self.cols
     }
 
     /// Bytes of weight storage.

@@ -162,6 +162,15 @@ impl Kernel {
     }
 }
 
+/// The name of the build `Kernel::best` picks on this CPU.
+pub fn kernel_name() -> &'static str {
+    match Kernel::best() {
+        Kernel::Vnni => "AVX-512 VNNI",
+        Kernel::Avx2 => "AVX2",
+        Kernel::Portable => "portable",
+    }
+}
+
 /// Inputs quantised for one product.
 #[derive(Clone, Copy)]
 struct Quantised<'a> {
