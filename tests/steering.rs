@@ -204,6 +204,14 @@ fn k_takes_are_k_different_songs_each_the_same_as_its_seed_alone() {
                 assert_ne!(takes.takes()[i].words(), takes.takes()[j].words(), "takes {i} and {j} differ");
             }
         }
+        // However many go together (two at a time here, the next joining as one ends), the
+        // songs are the same.
+        let mut pairs = Takes::new(&model, &settings, &[], 5).unwrap().with_batch(2);
+        assert_eq!(pairs.batch(), 2);
+        pairs.run_to_end();
+        for (i, (pair, take)) in pairs.takes().iter().zip(takes.takes()).enumerate() {
+            assert_eq!(pair.words(), take.words(), "{precision:?}: take {i} in batches of 2");
+        }
         // Takes that end early drop out while the others go on.
         let lengths: Vec<usize> = takes.takes().iter().map(|t| t.words().len()).collect();
         assert!(lengths.iter().any(|&l| l != lengths[0]), "the takes have different lengths: {lengths:?}");
