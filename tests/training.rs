@@ -127,6 +127,9 @@ fn resume_continues_the_same_loss_curve_and_checkpoints_reload_exactly() {
     let refused = train(options(&data, &orphan, 10), true, stop.clone()).unwrap_err();
     assert!(refused.to_string().contains("no checkpoint.safetensors"), "{refused}");
     assert_eq!(std::fs::read(orphan.join("log.jsonl")).unwrap(), before[1]);
+    // A run's folder given where weights are wanted names the folders that hold them.
+    let error = Weights::load_dir(&split).err().expect("a run folder is not weights");
+    assert!(error.to_string().contains("give its best/ or last/"), "{error}");
 
     // A new run started from exported weights begins where they left off, not at random.
     let warm = dir.path().join("warm");

@@ -21,6 +21,8 @@ use crate::model::ModelConfig;
 pub enum WeightsError {
     #[error("{}: cannot read: {error}", path.display())]
     Read { path: PathBuf, error: std::io::Error },
+    #[error("{}: a training run's folder, not weights: give its best/ or last/", .0.display())]
+    RunFolder(PathBuf),
     #[error("{}: cannot write: {message}", path.display())]
     Write { path: PathBuf, message: String },
     #[error("not a safetensors file: {0}")]
@@ -120,6 +122,9 @@ pub struct Weights {
 impl Weights {
     /// Reads a weights folder.
     pub fn load_dir(dir: &Path) -> Result<Weights> {
+        if !dir.join(CONFIG_FILE).exists() && dir.join("checkpoint.safetensors").exists() {
+            return Err(WeightsError::RunFolder(dir.to_path_buf()));
+        }
         let read = |name: &str| {
             let path = dir.join(name);
             std::fs::read(&path).map_err(|error| WeightsError::Read { path, error })
