@@ -99,6 +99,15 @@ pub(super) fn qkv_inputs<'a>(op: &str, q: (&'a CpuStorage, &Layout), k: (&'a Cpu
     Ok([contiguous_f32(q.0, q.1, op)?, contiguous_f32(k.0, k.1, op)?, contiguous_f32(v.0, v.1, op)?])
 }
 
+/// Each head's output block written into one (batch, time, d) buffer.
+pub(super) fn head_outputs(heads: &[Head], blocks: &[Vec<f32>], (b, t, d): (usize, usize, usize)) -> Vec<f32> {
+    let mut out = vec![0f32; b * t * d];
+    for (h, block) in heads.iter().zip(blocks) {
+        h.scatter(block, &mut out);
+    }
+    out
+}
+
 /// Each head's (dq, dk, dv) blocks written into three (batch, time, d) gradient tensors.
 pub(super) fn head_gradients<'a>(heads: &[Head], blocks: impl Iterator<Item = [&'a [f32]; 3]>, (b, t, d): (usize, usize, usize)) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
     let mut grads = [vec![0f32; b * t * d], vec![0f32; b * t * d], vec![0f32; b * t * d]];
@@ -249,11 +258,7 @@ impl CustomOp3 for LinearAttention {
             .par_iter()
             .map(|h| forward_head(&h.gather(q, phi), &h.gather(k, phi), h.view(v), h.dh))
             .collect();
-        let mut out = vec![0f32; b * t * d];
-        for (h, block) in heads.iter().zip(&blocks) {
-            h.scatter(block, &mut out);
-        }
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
+        Ok((CpuStorage::F32(head_outputs(&heads, &blocks, (b, t, d))), l1.shape().clone()))
     }
 
     fn bwd(&self, q: &Tensor, k: &Tensor, v: &Tensor, res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {

@@ -13,7 +13,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::attention::{head_gradients, heads_of, qkv_inputs, Head};
+use super::attention::{head_gradients, head_outputs, heads_of, qkv_inputs, Head};
 use super::linear::{matmul, Mat, Threads};
 use super::simd::{self, multiversion};
 use super::with_f32;
@@ -144,11 +144,7 @@ impl CustomOp3 for WindowAttention {
         let [q, k, v] = qkv_inputs(self.name(), (s1, l1), (s2, l2), (s3, l3))?;
         let heads = heads_of(b, t, d, self.heads);
         let blocks: Vec<Vec<f32>> = heads.par_iter().map(|h| forward_head(h, q, k, v, self.window)).collect();
-        let mut out = vec![0f32; b * t * d];
-        for (h, block) in heads.iter().zip(&blocks) {
-            h.scatter(block, &mut out);
-        }
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
+        Ok((CpuStorage::F32(head_outputs(&heads, &blocks, (b, t, d))), l1.shape().clone()))
     }
 
     fn bwd(&self, q: &Tensor, k: &Tensor, v: &Tensor, res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
