@@ -584,6 +584,7 @@ impl<'m, M: WordModel> Generator<'m, M> {
         // type nucleus: a nucleus of 0.9 drops EOS whenever the model gives it under 10 %, which
         // a model unsure of where a song ends always does, and songs would never end.
         if self.bars >= self.settings.min_bars {
+            self.type_logits[TYPE_EOS as usize] += self.settings.sampling.eos_bias;
             let t = how.temperature.max(1e-6);
             let max = self.type_logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let total: f32 = self.type_logits.iter().map(|l| ((l - max) / t).exp()).sum();

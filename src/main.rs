@@ -302,11 +302,15 @@ struct SamplingArgs {
     /// tempo, chord, bar-beat, type, pitch, duration, velocity. Repeatable.
     #[arg(long = "family", value_name = "FAMILY=T[:P]")]
     families: Vec<cp_piano::generate::sampling::FamilyOverride>,
+    /// Nats added to the EOS logit where EOS is drawn (above 0: songs end sooner).
+    #[arg(long, allow_hyphen_values = true)]
+    eos_bias: Option<f32>,
 }
 
 impl SamplingArgs {
     fn settings(&self) -> SamplingSettings {
-        SamplingSettings::default().adjusted(self.temperature, self.top_p).with_overrides(&self.families)
+        let settings = SamplingSettings::default().adjusted(self.temperature, self.top_p).with_overrides(&self.families);
+        SamplingSettings { eos_bias: self.eos_bias.unwrap_or(settings.eos_bias), ..settings }
     }
 }
 
@@ -596,8 +600,8 @@ fn run(cli: Cli) -> Result<()> {
             if model == ModelKind::RemiXl && form != Form::pop() {
                 anyhow::bail!("--form and --section-bars shape the CP model's songs; the REMI-XL baseline takes neither");
             }
-            if model == ModelKind::RemiXl && (chords.is_some() || prime_bars.is_some() || density != 0.0 || variations.is_some() || !sampling.families.is_empty()) {
-                anyhow::bail!("--chords, --prime-bars, --density, --variations and --family steer the CP model; the REMI-XL baseline takes none of them");
+            if model == ModelKind::RemiXl && (chords.is_some() || prime_bars.is_some() || density != 0.0 || variations.is_some() || !sampling.families.is_empty() || sampling.eos_bias.is_some()) {
+                anyhow::bail!("--chords, --prime-bars, --density, --variations, --family and --eos-bias steer the CP model; the REMI-XL baseline takes none of them");
             }
             if model == ModelKind::RemiXl {
                 // The baseline's own settings: one sampling for every token, a cap in tokens.

@@ -160,6 +160,36 @@ fn density_moves_notes_per_bar_and_leaves_song_endings_alone() {
 }
 
 #[test]
+fn the_eos_bias_shortens_songs_and_old_settings_load_without_it() {
+    // The shipped model, 12 seeds at each bias: the median length falls as the bias rises, and
+    // every song still ends by EOS.
+    use cp_piano::generate::sampling::{SamplingSettings, EOS_BIAS};
+    use cp_piano::generate::Finish;
+    let model = cp_piano::model::weights::load_cp_rnn(None, Precision::Int8).expect("the shipped weights");
+    let mut medians = Vec::new();
+    for eos_bias in [0.0, EOS_BIAS, 2.0] {
+        let mut bars = Vec::new();
+        for seed in 0..12 {
+            let settings = GenerationSettings { seed, sampling: SamplingSettings { eos_bias, ..SamplingSettings::default() }, ..Default::default() };
+            let mut generator = Generator::new(&model, settings);
+            bars.push(generator.run_to_end().bars);
+            assert_eq!(generator.finish(), Some(Finish::Eos), "bias {eos_bias}, seed {seed}: the song ends by itself");
+        }
+        bars.sort();
+        println!("EOS bias {eos_bias}: bars {bars:?}");
+        medians.push((bars[5] + bars[6]) as f64 / 2.0);
+    }
+    assert!(medians.windows(2).all(|w| w[1] < w[0]), "songs shorten as the bias rises: medians {medians:?}");
+    // Settings saved before the bias existed load with none (they give the songs they gave);
+    // today's default has the product's bias.
+    let mut saved = serde_json::to_value(GenerationSettings::default()).unwrap();
+    saved["sampling"].as_object_mut().unwrap().remove("eos_bias").expect("the field is saved");
+    let loaded: GenerationSettings = serde_json::from_value(saved).unwrap();
+    assert_eq!(loaded.sampling.eos_bias, 0.0);
+    assert_eq!(GenerationSettings::default().sampling.eos_bias, EOS_BIAS);
+}
+
+#[test]
 fn two_hands_put_every_note_on_exactly_one_of_two_channels() {
     use midly::{MidiMessage, Smf, TrackEventKind};
     let model = tiny_model(6);
