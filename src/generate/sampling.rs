@@ -226,7 +226,8 @@ mod tests {
         assert_eq!(set("duration=1:0.8").families[Family::Duration.index()], FamilySampling { temperature: 1.0, top_p: Some(0.8) });
         assert_eq!(set("pitch=0.9:0.95").families[Family::Pitch.index()], FamilySampling { temperature: 0.9, top_p: Some(0.95) });
         let paper = SamplingSettings::default().with_overrides(&["pitch=1:0.9".parse().unwrap(), "bar-beat=1.2".parse().unwrap()]);
-        assert_eq!(paper, SamplingSettings::paper(), "--family pitch=1:0.9 --family bar-beat=1.2 gives back the paper's settings");
+        assert_eq!(paper.families, SamplingSettings::paper().families, "--family pitch=1:0.9 --family bar-beat=1.2 gives back the paper's families");
+        assert_eq!(paper.eos_bias, EOS_BIAS, "and keeps the product's EOS bias");
         assert_eq!(set("duration=1.5").families[Family::Duration.index()].top_p, Some(0.9), "the nucleus stays unless given");
         for bad in ["velocity", "loudness=1", "velocity=0", "velocity=x", "pitch=1:1.5", "pitch=1:0"] {
             assert!(bad.parse::<FamilyOverride>().is_err(), "{bad} was accepted");
