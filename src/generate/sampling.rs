@@ -51,9 +51,9 @@ pub const DEFAULT_DESCRIPTION: &str = "the product's default (the paper's, excep
 /// The product's EOS bias (nats; `SamplingSettings::eos_bias`). Drawing freely, the model ends
 /// its own songs later than the data's: the shipped `small-hybrid` (run 11, step 26,000) wrote
 /// a median of 93 bars with the default form against the POP909 validation songs' 79, and longer
-/// trained checkpoints wrote 100-113. Teacher-forced on POP909 it puts EOS where songs end (P
-/// 0.36 after the closing bar line, 0.009 after the others), so it is the rate in its own songs
-/// that runs low, not where it ends them. One bias corrects the rate: it is the value among
+/// trained checkpoints wrote 100-113. Teacher-forced on POP909 they put EOS where songs end (run
+/// 12's step 30,500: P 0.36 after the closing bar line, 0.009 after the others), so it is the
+/// rate in their own songs that runs low, not where they end them. One bias corrects the rate: it is the value among
 /// 0, 0.5, 0.75, 1 and 1.25 at which the shipped model's median (93, 85, 79, 76.5, 74 bars over
 /// seeds 0-99) is nearest the data's 79 (`cp-piano eval --candidate DIR --eos-bias B`).
 pub const EOS_BIAS: f32 = 0.75;
