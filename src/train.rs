@@ -162,7 +162,7 @@ struct Run {
 
 impl Run {
     fn checkpoint_path(&self) -> PathBuf {
-        self.options.out.join("checkpoint.safetensors")
+        self.options.out.join(CHECKPOINT_FILE)
     }
 
     fn save(&self) -> Result<()> {
@@ -177,12 +177,17 @@ impl Run {
     }
 }
 
+/// A run folder's checkpoint (weights, optimizer state and run state; `--resume` reads it).
+const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
+/// A run folder's log (`log`).
+const LOG_FILE: &str = "log.jsonl";
+
 /// Refuses, before anything is loaded or written, a new run in a folder that already holds a
 /// run's files (it would overwrite its checkpoint, best/, last/ and log), and a resume where
 /// those files are but the checkpoint is not.
 fn check_run_folder(out: &Path, resume: bool) -> Result<()> {
-    let found: Vec<&str> = ["checkpoint.safetensors", "best", "last", "log.jsonl"].into_iter().filter(|name| out.join(name).exists()).collect();
-    let has_checkpoint = found.first() == Some(&"checkpoint.safetensors");
+    let found: Vec<&str> = [CHECKPOINT_FILE, "best", "last", LOG_FILE].into_iter().filter(|name| out.join(name).exists()).collect();
+    let has_checkpoint = out.join(CHECKPOINT_FILE).exists();
     let what = found.join(", ");
     match (resume, has_checkpoint, found.is_empty()) {
         (false, _, false) => Err(TrainError::RunExists { out: out.to_path_buf(), what }),
@@ -202,8 +207,8 @@ pub fn train(options: TrainOptions, resume: bool, stop: Arc<AtomicBool>) -> Resu
         return Err(TrainError::NoTrainingSongs(options.data.clone()));
     }
     std::fs::create_dir_all(&options.out).map_err(|error| TrainError::CreateFolder { path: options.out.clone(), error })?;
-    let checkpoint = options.out.join("checkpoint.safetensors");
-    let log_path = options.out.join("log.jsonl");
+    let checkpoint = options.out.join(CHECKPOINT_FILE);
+    let log_path = options.out.join(LOG_FILE);
     let mut run = if resume && checkpoint.exists() {
         let ck = load_checkpoint(&checkpoint, &device)?;
         let mut state: TrainState = serde_json::from_str(&ck.state_json)?;
